@@ -1,0 +1,269 @@
+//! The command line and environment interface (design.md §3). Every flag also reads a
+//! `HOSTIE_…` environment variable; bad values stop the process at start with one line naming
+//! the flag.
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// hostie: a registry for Wechaty Puppet Services.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hostie", version, about, max_term_width = 100)]
+pub struct Config {
+    /// HTTP listener: discovery and WebSocket registration.
+    #[arg(long, env = "HOSTIE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// HTTPS/WSS listener, served only when a certificate and key are given.
+    #[arg(long, env = "HOSTIE_TLS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub tls_listen: SocketAddr,
+
+    /// PEM certificate chain for the TLS listener.
+    #[arg(long, env = "HOSTIE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for the TLS listener.
+    #[arg(long, env = "HOSTIE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Admin listener: /metrics, /livez, /readyz.
+    #[arg(long, env = "HOSTIE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Redis URL for cluster mode; without it hostie runs as one self-contained node.
+    #[arg(long, env = "HOSTIE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "HOSTIE_REDIS_PREFIX", default_value = "hostie", value_parser = non_empty)]
+    pub redis_prefix: String,
+
+    /// This node's name in the cluster [default: hostname + random suffix].
+    #[arg(long, env = "HOSTIE_NODE_ID", value_parser = non_empty)]
+    pub node_id: Option<String>,
+
+    /// The whole discovery deadline (e.g. 500ms, 3s, 1m).
+    #[arg(long, env = "HOSTIE_RPC_TIMEOUT", default_value = "3s", value_parser = duration)]
+    pub rpc_timeout: Duration,
+
+    /// Port answered when a session cannot say its own.
+    #[arg(long, env = "HOSTIE_FALLBACK_PORT", default_value_t = 8788,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub fallback_port: u16,
+
+    /// Comma-separated CIDRs whose forwarding headers (X-Forwarded-For, X-Real-IP, Forwarded)
+    /// are trusted.
+    #[arg(long, env = "HOSTIE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Log format [default: pretty on a TTY, else json]. Level via RUST_LOG.
+    #[arg(long, env = "HOSTIE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// A session with no frame of any kind (ping included) for this long is closed.
+    #[arg(long, env = "HOSTIE_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Time a client has to send its upgrade request headers.
+    #[arg(long, env = "HOSTIE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+
+    /// Largest inbound WebSocket message, in bytes; larger ones close the session with 1009.
+    #[arg(long, env = "HOSTIE_MAX_FRAME_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1024..=(64 << 20)))]
+    pub max_frame_bytes: u64,
+
+    /// Live sessions this node accepts; more are refused with 503.
+    #[arg(long, env = "HOSTIE_MAX_SESSIONS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+
+    /// Live sessions one token may have across the cluster; more are refused with 429.
+    #[arg(long, env = "HOSTIE_MAX_SESSIONS_PER_TOKEN", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_sessions_per_token: u64,
+
+    /// Deepest JSON nesting accepted in an inbound frame; deeper frames are dropped.
+    #[arg(long, env = "HOSTIE_MAX_JSON_DEPTH", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(2..=128))]
+    pub max_json_depth: u64,
+
+    /// Discovery queries per second per client address (0 = unlimited); more get 429.
+    #[arg(long, env = "HOSTIE_DISCOVERY_RATE", default_value_t = 100)]
+    pub discovery_rate: u32,
+
+    /// Burst allowance of the discovery rate limit.
+    #[arg(long, env = "HOSTIE_DISCOVERY_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub discovery_burst: u32,
+
+    /// On drain, sessions are closed evenly over this long (avoids a reconnect storm).
+    #[arg(long, env = "HOSTIE_DRAIN_SPREAD", default_value = "5s", value_parser = duration_or_zero)]
+    pub drain_spread: Duration,
+
+    /// On drain, the process exits at the latest this long after the signal.
+    #[arg(long, env = "HOSTIE_DRAIN_GRACE", default_value = "20s", value_parser = duration)]
+    pub drain_grace: Duration,
+
+    /// HTTP worker threads [default: one per CPU].
+    #[arg(long, env = "HOSTIE_WORKERS",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: Option<u64>,
+}
+
+fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 3s, 1m)"))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = duration_or_zero(s)?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// A parse error as the one line the process prints before exiting: clap's first paragraph
+/// (which names the flag), folded onto one line.
+pub fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let paragraph: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    paragraph.join(" ")
+}
+
+impl Config {
+    /// Parses the command line and environment. On a bad value returns the one line to print.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = Self::try_parse_from(args)?;
+        config.validate().map_err(|msg| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{msg}\n"))
+        })?;
+        Ok(config)
+    }
+
+    /// Rules that span several flags.
+    fn validate(&self) -> Result<(), String> {
+        if self.drain_spread > self.drain_grace {
+            return Err(format!(
+                "invalid value for '--drain-spread': {} is longer than --drain-grace {}",
+                humantime::format_duration(self.drain_spread),
+                humantime::format_duration(self.drain_grace)
+            ));
+        }
+        let listeners = [self.listen, self.admin_listen];
+        if listeners[0].port() != 0 && listeners[0] == listeners[1] {
+            return Err("invalid value for '--admin-listen': same address as --listen".into());
+        }
+        Ok(())
+    }
+
+    /// The configured node id, or hostname plus a random suffix (unique across restarts).
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "hostie".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}", &suffix[..6])
+    }
+
+    /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0, no TLS.
+    pub fn for_tests() -> Self {
+        Self::try_parse_from([
+            "hostie",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .expect("the test defaults are valid flags")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::from_args(std::iter::once("hostie").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.tls_listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(c.admin_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.rpc_timeout, Duration::from_secs(3));
+        assert_eq!(c.fallback_port, 8788);
+        assert_eq!(c.redis_prefix, "hostie");
+        assert!(c.redis_url.is_none() && c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn durations_and_cidrs() {
+        let c = parse(&[
+            "--rpc-timeout",
+            "500ms",
+            "--idle-timeout",
+            "1m",
+            "--trusted-proxies",
+            "10.0.0.0/8,127.0.0.1/32",
+        ])
+        .unwrap();
+        assert_eq!(c.rpc_timeout, Duration::from_millis(500));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (&["--rpc-timeout", "soon"][..], "--rpc-timeout"),
+            (&["--rpc-timeout", "0s"][..], "--rpc-timeout"),
+            (&["--fallback-port", "0"][..], "--fallback-port"),
+            (&["--fallback-port", "70000"][..], "--fallback-port"),
+            (&["--trusted-proxies", "10.0.0.0/99"][..], "--trusted-proxies"),
+            (&["--listen", "nowhere"][..], "--listen"),
+            (&["--drain-spread", "30s", "--drain-grace", "5s"][..], "--drain-spread"),
+            (&["--max-frame-bytes", "10"][..], "--max-frame-bytes"),
+            (&["--tls-cert", "c.pem"][..], "--tls-key"),
+        ] {
+            let err = one_line(&parse(args).unwrap_err());
+            assert!(err.contains(flag), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+}

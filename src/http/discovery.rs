@@ -1,0 +1,57 @@
+//! `GET|HEAD /v0/hosties/{token}`.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::metrics::DiscoveryOutcome;
+use crate::protocol::Token;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use std::time::Instant;
+
+pub async fn discover(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let started = Instant::now();
+    let (outcome, response) = match answer(&req, &state).await {
+        Ok((outcome, res)) => (outcome, res),
+        Err(e) => {
+            let outcome = match &e {
+                ApiError::Discovery(d) => d.outcome(),
+                ApiError::RateLimited { .. } => DiscoveryOutcome::RateLimited,
+                _ => DiscoveryOutcome::Error,
+            };
+            (outcome, actix_web::ResponseError::error_response(&e))
+        }
+    };
+    state
+        .node
+        .metrics()
+        .discovery(outcome, started.elapsed().as_secs_f64());
+    response
+}
+
+async fn answer(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(DiscoveryOutcome, HttpResponse), ApiError> {
+    if let (Some(limiter), Some(ip)) = (&state.limiter, state.client_ip(req))
+        && let Err(not_until) = limiter.check_key(&ip)
+    {
+        state.node.metrics().limit(crate::metrics::Limit::DiscoveryRate);
+        let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    // The raw (still percent-encoded) segment: the token is free-form and decoded exactly once.
+    let raw = req
+        .path()
+        .strip_prefix("/v0/hosties/")
+        .unwrap_or_default();
+    let token = Token::from_percent_encoded(raw).ok_or(crate::node::DiscoveryError::NotFound)?;
+    let found = state.node.discover(&token).await?;
+    tracing::debug!(token = %token.hash(), outcome = found.outcome.as_str(), "discovered");
+    let res = HttpResponse::Ok()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(found.answer);
+    Ok((found.outcome, res))
+}

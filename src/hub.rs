@@ -1,0 +1,219 @@
+//! The node's local table of sessions: token → sessions, and a handle to each session's task.
+//!
+//! Only this node touches it. A `std::sync::Mutex` around two small maps: nothing awaits under
+//! the lock. Asking a session for its port goes through the session's bounded command queue.
+
+use crate::metrics::{Limit, Metrics};
+use crate::protocol::{PeerHint, TokenHash};
+use crate::registry::{SessionId, SessionRecord, newest_first};
+use crate::rpc_table::RpcOutcome;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// A command to a session task.
+#[derive(Debug)]
+pub enum SessionCmd {
+    /// Ask the client for its gRPC port (single-flight inside the session).
+    AskPort(oneshot::Sender<RpcOutcome>),
+    /// Close with 1001 (going away): the node is draining.
+    Drain,
+}
+
+/// Commands a session may have queued before a new one is refused.
+pub const SESSION_QUEUE: usize = 64;
+
+/// Where an answered port came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortSource {
+    /// The client answered `getHostieGrpcPort`.
+    Rpc,
+    /// The subprotocol says the client has no JSON-RPC peer; not asked.
+    NoPeer,
+    /// The client answered with something that is not a port.
+    RpcFailed,
+    /// The client did not answer in time.
+    RpcTimeout,
+}
+
+/// A session's port, as the owning node determined it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortAnswer {
+    pub port: u16,
+    pub source: PortSource,
+}
+
+/// Asking a session failed: it is not (or no longer) on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session is gone")]
+pub struct SessionGone;
+
+/// The node's sessions are at `--max-sessions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("node is full")]
+pub struct NodeFull;
+
+struct LocalSession {
+    record: Arc<SessionRecord>,
+    discoverable: bool,
+    cmd: mpsc::Sender<SessionCmd>,
+}
+
+#[derive(Default)]
+struct Tables {
+    sessions: HashMap<SessionId, LocalSession>,
+    by_token: HashMap<TokenHash, Vec<SessionId>>,
+}
+
+pub struct Hub {
+    tables: Mutex<Tables>,
+    max_sessions: usize,
+    fallback_port: u16,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(max_sessions: usize, fallback_port: u16, metrics: Arc<Metrics>) -> Self {
+        Self {
+            tables: Mutex::default(),
+            max_sessions,
+            fallback_port,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // Mutations are single inserts/removes, consistent even if a holder panicked.
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(
+        &self,
+        record: Arc<SessionRecord>,
+        discoverable: bool,
+        cmd: mpsc::Sender<SessionCmd>,
+    ) -> Result<(), NodeFull> {
+        let mut t = self.lock();
+        if t.sessions.len() >= self.max_sessions {
+            return Err(NodeFull);
+        }
+        if discoverable {
+            t.by_token.entry(record.token).or_default().push(record.session);
+        }
+        t.sessions.insert(
+            record.session,
+            LocalSession {
+                record,
+                discoverable,
+                cmd,
+            },
+        );
+        self.metrics.sessions.set(t.sessions.len() as i64);
+        Ok(())
+    }
+
+    /// Removes a session; true when it was present.
+    pub fn remove(&self, session: SessionId) -> bool {
+        let mut t = self.lock();
+        let Some(s) = t.sessions.remove(&session) else {
+            return false;
+        };
+        if s.discoverable
+            && let Some(ids) = t.by_token.get_mut(&s.record.token)
+        {
+            ids.retain(|id| *id != session);
+            if ids.is_empty() {
+                t.by_token.remove(&s.record.token);
+            }
+        }
+        self.metrics.sessions.set(t.sessions.len() as i64);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// This node's discoverable sessions of a token, newest first (used when the registry
+    /// cannot be read).
+    pub fn local_candidates(&self, token: &TokenHash) -> Vec<SessionRecord> {
+        let t = self.lock();
+        let mut list: Vec<SessionRecord> = t
+            .by_token
+            .get(token)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| t.sessions.get(id))
+            .map(|s| (*s.record).clone())
+            .collect();
+        newest_first(&mut list);
+        list
+    }
+
+    /// The port a session answers with when its RPC cannot: the subprotocol's, else the
+    /// configured fallback.
+    fn fallback(&self, record: &SessionRecord, source: PortSource) -> PortAnswer {
+        PortAnswer {
+            port: record.port_hint.unwrap_or(self.fallback_port),
+            source,
+        }
+    }
+
+    /// Asks a local session for its port, waiting at most `budget` for the RPC.
+    pub async fn ask_port(
+        &self,
+        session: SessionId,
+        budget: Duration,
+    ) -> Result<PortAnswer, SessionGone> {
+        let (record, cmd) = {
+            let t = self.lock();
+            let s = t.sessions.get(&session).ok_or(SessionGone)?;
+            (s.record.clone(), s.cmd.clone())
+        };
+        if record.peer == PeerHint::NoPeer {
+            return Ok(self.fallback(&record, PortSource::NoPeer));
+        }
+        let (tx, rx) = oneshot::channel();
+        match cmd.try_send(SessionCmd::AskPort(tx)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.limit(Limit::SessionQueue);
+                tracing::warn!(%session, token = %record.token, "session command queue full; answering the fallback port");
+                return Ok(self.fallback(&record, PortSource::RpcFailed));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SessionGone),
+        }
+        match tokio::time::timeout(budget, rx).await {
+            Ok(Ok(RpcOutcome::Port(port))) => Ok(PortAnswer {
+                port,
+                source: PortSource::Rpc,
+            }),
+            Ok(Ok(RpcOutcome::Failed)) => Ok(self.fallback(&record, PortSource::RpcFailed)),
+            Ok(Ok(RpcOutcome::TimedOut)) | Err(_) => {
+                Ok(self.fallback(&record, PortSource::RpcTimeout))
+            }
+            // The session task ended (and dropped our waiter) while we waited.
+            Ok(Err(_)) => Err(SessionGone),
+        }
+    }
+
+    /// Tells every session to close with 1001, spread evenly over `spread` so that the
+    /// gateways do not all reconnect in the same instant. Returns when every close was sent.
+    pub async fn drain_all(&self, spread: Duration) {
+        let targets: Vec<mpsc::Sender<SessionCmd>> =
+            self.lock().sessions.values().map(|s| s.cmd.clone()).collect();
+        let start = Instant::now();
+        let n = targets.len().max(1) as u32;
+        for (i, cmd) in targets.into_iter().enumerate() {
+            tokio::time::sleep_until((start + spread * i as u32 / n).into()).await;
+            // A full queue gets a short wait; a closed one means the session is already gone.
+            let _ = cmd.send_timeout(SessionCmd::Drain, Duration::from_millis(100)).await;
+        }
+    }
+}

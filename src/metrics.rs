@@ -1,0 +1,342 @@
+//! Prometheus metrics, one registry per node (several nodes can share a test process).
+//!
+//! Every label value comes from a fixed enum in this crate: never a token, a client id or any
+//! other client-supplied string.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// How a discovery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryOutcome {
+    /// A live session answered the port RPC.
+    Hit,
+    /// No live session for the token.
+    Miss,
+    /// Answered with the subprotocol or fallback port: the session has no JSON-RPC peer, or its
+    /// reply was not a port.
+    Fallback,
+    /// Answered with the subprotocol or fallback port because the RPC did not answer in time, or
+    /// (5xx) nothing could be answered within the deadline.
+    Timeout,
+    /// The registry or bus failed (5xx).
+    Error,
+    /// Refused by the per-client rate limit (429).
+    RateLimited,
+}
+
+impl DiscoveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Fallback => "fallback",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame.
+    ClientClose,
+    /// The connection ended without a close frame.
+    Disconnect,
+    /// No frame of any kind (ping included) within the idle timeout.
+    Idle,
+    /// A frame over the size limit (closed with 1009).
+    FrameTooLarge,
+    /// A WebSocket protocol violation (closed with 1002).
+    ProtocolError,
+    /// The node is draining (closed with 1001).
+    Drain,
+    /// The client stopped reading and our outbound queue stayed full (closed with 1008).
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClose => "client_close",
+            Self::Disconnect => "disconnect",
+            Self::Idle => "idle",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::ProtocolError => "protocol_error",
+            Self::Drain => "drain",
+            Self::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// How a registration attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationResult {
+    Accepted,
+    NoToken,
+    NodeFull,
+    TokenFull,
+    Draining,
+    BadHandshake,
+    Error,
+}
+
+impl RegistrationResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::NoToken => "no_token",
+            Self::NodeFull => "node_full",
+            Self::TokenFull => "token_full",
+            Self::Draining => "draining",
+            Self::BadHandshake => "bad_handshake",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A configured limit that was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    FrameSize,
+    SessionsPerNode,
+    SessionsPerToken,
+    IdleTime,
+    JsonDepth,
+    DiscoveryRate,
+    SessionQueue,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FrameSize => "frame_size",
+            Self::SessionsPerNode => "sessions_per_node",
+            Self::SessionsPerToken => "sessions_per_token",
+            Self::IdleTime => "idle_time",
+            Self::JsonDepth => "json_depth",
+            Self::DiscoveryRate => "discovery_rate",
+            Self::SessionQueue => "session_queue",
+        }
+    }
+}
+
+/// How one `getHostieGrpcPort` RPC ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcResult {
+    Ok,
+    Error,
+    Timeout,
+}
+
+impl RpcResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions: IntGauge,
+    pub registrations: IntCounterVec,
+    pub closes: IntCounterVec,
+    pub discoveries: IntCounterVec,
+    pub discovery_seconds: HistogramVec,
+    pub rpc_seconds: HistogramVec,
+    pub frames: IntCounterVec,
+    pub frames_dropped: IntCounterVec,
+    pub unknown_rpc_replies: IntCounter,
+    pub limits: IntCounterVec,
+    pub drain_seconds: Histogram,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric is registered once, with a unique name, into a fresh registry");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label])
+        .expect("metric names and labels are static and valid");
+    register(registry, c)
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, label: &str) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let h = HistogramVec::new(opts, &[label]).expect("metric names and labels are static and valid");
+    register(registry, h)
+}
+
+impl Metrics {
+    pub fn new(version: &str) -> Self {
+        let registry = Registry::new();
+        let build = IntGauge::with_opts(
+            Opts::new("hostie_build_info", "Always 1; labelled with the build version.")
+                .const_label("version", version),
+        )
+        .expect("static metric definition");
+        register(&registry, build).set(1);
+        let m = Self {
+            sessions: register(
+                &registry,
+                IntGauge::new("hostie_sessions", "Live registered WebSocket sessions on this node.")
+                    .expect("static metric definition"),
+            ),
+            registrations: counter_vec(
+                &registry,
+                "hostie_registrations_total",
+                "WebSocket registration attempts, by result.",
+                "result",
+            ),
+            closes: counter_vec(
+                &registry,
+                "hostie_session_closes_total",
+                "Sessions ended, by reason.",
+                "reason",
+            ),
+            discoveries: counter_vec(
+                &registry,
+                "hostie_discoveries_total",
+                "Discovery queries answered, by outcome.",
+                "outcome",
+            ),
+            discovery_seconds: histogram_vec(
+                &registry,
+                "hostie_discovery_duration_seconds",
+                "Time to answer a discovery query, by outcome.",
+                "outcome",
+            ),
+            rpc_seconds: histogram_vec(
+                &registry,
+                "hostie_rpc_duration_seconds",
+                "getHostieGrpcPort round trips to a puppet server, by result.",
+                "result",
+            ),
+            frames: counter_vec(
+                &registry,
+                "hostie_frames_received_total",
+                "Inbound IoEvent text frames, by event name (fixed set; others are 'unknown').",
+                "event",
+            ),
+            frames_dropped: counter_vec(
+                &registry,
+                "hostie_frames_dropped_total",
+                "Inbound frames ignored as unusable, by reason.",
+                "reason",
+            ),
+            unknown_rpc_replies: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_rpc_unmatched_replies_total",
+                    "JSON-RPC replies whose id matched no request in flight (late or foreign).",
+                )
+                .expect("static metric definition"),
+            ),
+            limits: counter_vec(
+                &registry,
+                "hostie_limit_hits_total",
+                "Requests, frames or sessions refused or closed by a configured limit.",
+                "limit",
+            ),
+            drain_seconds: register(
+                &registry,
+                Histogram::with_opts(HistogramOpts::new(
+                    "hostie_drain_duration_seconds",
+                    "Time from the drain signal until every session was closed.",
+                ))
+                .expect("static metric definition"),
+            ),
+            registry,
+        };
+        m.touch_label_sets();
+        m
+    }
+
+    /// Creates every labelled series at zero, so dashboards and alerts see them before the first
+    /// event (rate() over a missing series is empty, not zero).
+    fn touch_label_sets(&self) {
+        use crate::protocol::EventKind;
+        for o in [
+            DiscoveryOutcome::Hit,
+            DiscoveryOutcome::Miss,
+            DiscoveryOutcome::Fallback,
+            DiscoveryOutcome::Timeout,
+            DiscoveryOutcome::Error,
+            DiscoveryOutcome::RateLimited,
+        ] {
+            self.discoveries.with_label_values(&[o.as_str()]);
+            self.discovery_seconds.with_label_values(&[o.as_str()]);
+        }
+        for r in [RpcResult::Ok, RpcResult::Error, RpcResult::Timeout] {
+            self.rpc_seconds.with_label_values(&[r.as_str()]);
+        }
+        for k in EventKind::ALL {
+            self.frames.with_label_values(&[k.as_str()]);
+        }
+        for r in [
+            RegistrationResult::Accepted,
+            RegistrationResult::NoToken,
+            RegistrationResult::NodeFull,
+            RegistrationResult::TokenFull,
+            RegistrationResult::Draining,
+            RegistrationResult::BadHandshake,
+            RegistrationResult::Error,
+        ] {
+            self.registrations.with_label_values(&[r.as_str()]);
+        }
+        for c in [
+            CloseReason::ClientClose,
+            CloseReason::Disconnect,
+            CloseReason::Idle,
+            CloseReason::FrameTooLarge,
+            CloseReason::ProtocolError,
+            CloseReason::Drain,
+            CloseReason::SlowConsumer,
+        ] {
+            self.closes.with_label_values(&[c.as_str()]);
+        }
+    }
+
+    pub fn registration(&self, r: RegistrationResult) {
+        self.registrations.with_label_values(&[r.as_str()]).inc();
+    }
+
+    pub fn limit(&self, l: Limit) {
+        self.limits.with_label_values(&[l.as_str()]).inc();
+    }
+
+    pub fn discovery(&self, o: DiscoveryOutcome, seconds: f64) {
+        self.discoveries.with_label_values(&[o.as_str()]).inc();
+        self.discovery_seconds
+            .with_label_values(&[o.as_str()])
+            .observe(seconds);
+    }
+
+    pub fn rpc(&self, r: RpcResult, seconds: f64) {
+        self.rpc_seconds.with_label_values(&[r.as_str()]).observe(seconds);
+    }
+
+    /// The Prometheus text exposition of this node's registry.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding gathered metrics into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text encoder writes UTF-8")
+    }
+}

@@ -1,0 +1,275 @@
+//! The node: the only module that knows the hub, the registry and the bus together.
+//!
+//! It admits registrations (node cap in the hub, token cap in the registry), resolves discoveries
+//! (candidates newest first, local ones asked directly, remote ones through the bus, all within
+//! one deadline) and drains.
+
+use crate::bus::{Bus, BusError};
+use crate::hub::{Hub, NodeFull, PortAnswer, PortSource, SessionCmd};
+use crate::metrics::{DiscoveryOutcome, Limit, Metrics};
+use crate::protocol::{HostieAnswer, Token};
+use crate::registry::{Admission, NodeId, Registry, RegistryError, SessionRecord};
+use crate::session::SessionSettings;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub id: NodeId,
+    /// The whole discovery deadline.
+    pub rpc_timeout: Duration,
+    pub max_sessions_per_token: usize,
+    pub session: SessionSettings,
+    /// Drain closes sessions evenly over this long.
+    pub drain_spread: Duration,
+    /// Drain gives up waiting for sessions to close after this long.
+    pub drain_grace: Duration,
+}
+
+/// A discovery that produced an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub answer: HostieAnswer,
+    pub outcome: DiscoveryOutcome,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("no live session for the token")]
+    NotFound,
+    #[error("cannot read the registry")]
+    Registry(#[source] RegistryError),
+    #[error("no session could be asked within the deadline")]
+    Unreachable(#[source] BusError),
+}
+
+impl DiscoveryError {
+    pub fn outcome(&self) -> DiscoveryOutcome {
+        match self {
+            Self::NotFound => DiscoveryOutcome::Miss,
+            Self::Registry(_) => DiscoveryOutcome::Error,
+            Self::Unreachable(BusError::Timeout) => DiscoveryOutcome::Timeout,
+            Self::Unreachable(_) => DiscoveryOutcome::Error,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("node is draining")]
+    Draining,
+    #[error("node is at its session limit")]
+    NodeFull,
+    #[error("token is at its session limit")]
+    TokenFull,
+    #[error("cannot write the registry")]
+    Registry(#[source] RegistryError),
+}
+
+pub struct Node {
+    settings: NodeSettings,
+    hub: Arc<Hub>,
+    registry: Arc<dyn Registry>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+}
+
+impl Node {
+    pub fn new(
+        settings: NodeSettings,
+        hub: Arc<Hub>,
+        registry: Arc<dyn Registry>,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            settings,
+            hub,
+            registry,
+            bus,
+            metrics,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.settings.id
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn session_settings(&self) -> SessionSettings {
+        self.settings.session
+    }
+
+    pub fn live_sessions(&self) -> usize {
+        self.hub.len()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn registry(&self) -> &dyn Registry {
+        self.registry.as_ref()
+    }
+
+    pub fn bus(&self) -> &dyn Bus {
+        self.bus.as_ref()
+    }
+
+    /// Admits a session: node cap first (local, cheap), then the cluster-wide token cap.
+    pub async fn register(
+        &self,
+        record: Arc<SessionRecord>,
+        discoverable: bool,
+        cmd: mpsc::Sender<SessionCmd>,
+    ) -> Result<(), RegisterError> {
+        if self.is_draining() {
+            return Err(RegisterError::Draining);
+        }
+        self.hub
+            .insert(record.clone(), discoverable, cmd)
+            .map_err(|NodeFull| {
+                self.metrics.limit(Limit::SessionsPerNode);
+                RegisterError::NodeFull
+            })?;
+        if !discoverable {
+            return Ok(());
+        }
+        let admitted = self
+            .registry
+            .register(&record, self.settings.max_sessions_per_token)
+            .await;
+        match admitted {
+            Ok(Admission::Admitted) => Ok(()),
+            Ok(Admission::TokenFull) => {
+                self.hub.remove(record.session);
+                self.metrics.limit(Limit::SessionsPerToken);
+                Err(RegisterError::TokenFull)
+            }
+            Err(e) => {
+                self.hub.remove(record.session);
+                Err(RegisterError::Registry(e))
+            }
+        }
+    }
+
+    /// Forgets a session that ended: it is never offered again once this returns.
+    pub async fn release(&self, record: &SessionRecord) {
+        self.hub.remove(record.session);
+        if let Err(e) = self.registry.release(&record.token, record.session).await {
+            tracing::warn!(session = %record.session, token = %record.token, error = %e, "could not remove session record");
+        }
+    }
+
+    /// Resolves a token to `{host, ip, port}` within the discovery deadline.
+    ///
+    /// Candidates are asked newest first. A port from the RPC wins at once; a fallback port
+    /// (no peer, failed or late RPC) is kept while older sessions get their chance, and answered
+    /// if none does better. The remaining time is split evenly among the candidates left, so a
+    /// silent newest session cannot starve an older live one.
+    pub async fn discover(&self, token: &Token) -> Result<Discovered, DiscoveryError> {
+        let hash = token.hash();
+        let deadline = Instant::now() + self.settings.rpc_timeout;
+        let margin = self.settings.rpc_timeout / 20;
+        let candidates = match self.registry.candidates(&hash).await {
+            Ok(c) => c,
+            Err(e) => {
+                let local = self.hub.local_candidates(&hash);
+                if local.is_empty() {
+                    return Err(DiscoveryError::Registry(e));
+                }
+                tracing::debug!(token = %hash, error = %e, "registry unreadable; answering from the hub");
+                local
+            }
+        };
+        let mut fallback: Option<(&SessionRecord, PortAnswer)> = None;
+        let mut last_error: Option<BusError> = None;
+        for (i, record) in candidates.iter().enumerate() {
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(margin);
+            if remaining.is_zero() {
+                last_error.get_or_insert(BusError::Timeout);
+                break;
+            }
+            let budget = remaining / (candidates.len() - i) as u32;
+            let asked = if &record.node == self.id() {
+                self.hub
+                    .ask_port(record.session, budget)
+                    .await
+                    .map_err(|_| BusError::SessionGone)
+            } else {
+                self.bus.ask_port(&record.node, record.session, budget).await
+            };
+            match asked {
+                Ok(answer) if answer.source == PortSource::Rpc => {
+                    return Ok(found(record, answer));
+                }
+                Ok(answer) => {
+                    fallback.get_or_insert((record, answer));
+                }
+                Err(BusError::SessionGone) => {}
+                Err(e) => {
+                    tracing::debug!(token = %hash, node = %record.node, error = %e, "candidate unreachable");
+                    last_error = Some(e);
+                }
+            }
+        }
+        match (fallback, last_error) {
+            (Some((record, answer)), _) => Ok(found(record, answer)),
+            (None, Some(e)) => Err(DiscoveryError::Unreachable(e)),
+            (None, None) => Err(DiscoveryError::NotFound),
+        }
+    }
+
+    /// Drains: fails readiness and refuses upgrades at once, removes this node's records, tells
+    /// peers, then closes every session with 1001 spread over the drain spread, waiting at most
+    /// the grace period for them to finish.
+    pub async fn drain(&self) {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let started = Instant::now();
+        tracing::info!(node = %self.id(), sessions = self.hub.len(), "draining");
+        if let Err(e) = self.registry.release_node(self.id()).await {
+            tracing::warn!(error = %e, "could not remove this node's records; sessions will remove their own");
+        }
+        if let Err(e) = self.bus.leave().await {
+            tracing::warn!(error = %e, "could not tell peers this node is leaving");
+        }
+        let grace_end = started + self.settings.drain_grace;
+        let spread = self.settings.drain_spread.min(self.settings.drain_grace);
+        if tokio::time::timeout_at(grace_end.into(), self.hub.drain_all(spread))
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain grace ran out while closing sessions");
+        }
+        while !self.hub.is_empty() && Instant::now() < grace_end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.metrics
+            .drain_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(node = %self.id(), left = self.hub.len(), took_ms = started.elapsed().as_millis() as u64, "drained");
+    }
+}
+
+fn found(record: &SessionRecord, answer: PortAnswer) -> Discovered {
+    let outcome = match answer.source {
+        PortSource::Rpc => DiscoveryOutcome::Hit,
+        PortSource::NoPeer | PortSource::RpcFailed => DiscoveryOutcome::Fallback,
+        PortSource::RpcTimeout => DiscoveryOutcome::Timeout,
+    };
+    Discovered {
+        answer: HostieAnswer::found(&record.host, answer.port),
+        outcome,
+    }
+}

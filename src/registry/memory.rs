@@ -1,0 +1,75 @@
+//! In-memory registry: the embedded single-node mode, and in-process clusters in tests.
+
+use super::{Admission, NodeId, Registry, RegistryError, SessionId, SessionRecord, newest_first};
+use crate::protocol::TokenHash;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A map behind a `std::sync::Mutex`: nothing awaits under the lock, and every operation is a
+/// few pointer moves.
+#[derive(Default)]
+pub struct MemoryRegistry {
+    tokens: Mutex<HashMap<TokenHash, Vec<SessionRecord>>>,
+}
+
+impl MemoryRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenHash, Vec<SessionRecord>>> {
+        // A panic while holding this lock leaves the map consistent (every mutation is a single
+        // push/retain), so a poisoned lock is safe to keep using.
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryRegistry {
+    async fn register(
+        &self,
+        record: &SessionRecord,
+        max_per_token: usize,
+    ) -> Result<Admission, RegistryError> {
+        let mut tokens = self.lock();
+        let list = tokens.entry(record.token).or_default();
+        if list.iter().any(|r| r.session == record.session) {
+            return Ok(Admission::Admitted);
+        }
+        if list.len() >= max_per_token {
+            return Ok(Admission::TokenFull);
+        }
+        list.push(record.clone());
+        Ok(Admission::Admitted)
+    }
+
+    async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError> {
+        let mut tokens = self.lock();
+        if let Some(list) = tokens.get_mut(token) {
+            list.retain(|r| r.session != session);
+            if list.is_empty() {
+                tokens.remove(token);
+            }
+        }
+        Ok(())
+    }
+
+    async fn candidates(&self, token: &TokenHash) -> Result<Vec<SessionRecord>, RegistryError> {
+        let mut list = self.lock().get(token).cloned().unwrap_or_default();
+        newest_first(&mut list);
+        Ok(list)
+    }
+
+    async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError> {
+        self.lock().retain(|_, list| {
+            list.retain(|r| &r.node != node);
+            !list.is_empty()
+        });
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
+}

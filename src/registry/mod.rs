@@ -1,0 +1,109 @@
+//! The cluster-wide record of which node holds which session of a token.
+//!
+//! The node's hub is the truth about its own sessions; a registry is a shared index of every
+//! node's hub, written by the owners and read by whoever answers a discovery. Records are fenced
+//! by session id: removing a record names the session, so an old owner can never remove a newer
+//! registration of the same token.
+
+pub mod memory;
+
+use crate::protocol::{PeerHint, TokenHash};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+pub use memory::MemoryRegistry;
+
+/// One registered WebSocket, unique across the cluster and across reconnects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A node's name in the cluster (its bus address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub String);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything a node other than the owner needs to answer a discovery for this session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub session: SessionId,
+    pub node: NodeId,
+    pub token: TokenHash,
+    /// Microseconds since the Unix epoch; discovery asks the newest session first.
+    pub registered_at_us: u64,
+    /// The host that discovery answers with (custom host, else the client address).
+    pub host: String,
+    /// The subprotocol's service port, used when the JSON-RPC fails.
+    pub port_hint: Option<u16>,
+    pub peer: PeerHint,
+}
+
+/// Whether a registration was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// The token already has `max_per_token` live sessions. Nobody is kicked: two gateways
+    /// kicking each other would reconnect-loop forever.
+    TokenFull,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Records a session unless its token already has `max_per_token` sessions.
+    async fn register(
+        &self,
+        record: &SessionRecord,
+        max_per_token: usize,
+    ) -> Result<Admission, RegistryError>;
+
+    /// Removes exactly this session's record (fenced by id).
+    async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError>;
+
+    /// The token's live sessions, newest first.
+    async fn candidates(&self, token: &TokenHash) -> Result<Vec<SessionRecord>, RegistryError>;
+
+    /// Removes every record of a node (drain).
+    async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError>;
+
+    /// Whether commands work, for readiness.
+    async fn check(&self) -> Result<(), RegistryError>;
+}
+
+/// Sorts records newest first; ties (same microsecond) broken by session id for a stable order.
+pub fn newest_first(records: &mut [SessionRecord]) {
+    records.sort_by(|a, b| {
+        b.registered_at_us
+            .cmp(&a.registered_at_us)
+            .then(b.session.cmp(&a.session))
+    });
+}

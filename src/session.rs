@@ -1,0 +1,222 @@
+//! One registered WebSocket: one task, one `select!` loop.
+//!
+//! The loop's value is the close reason; cleanup (hub, registry, metrics, close frame) runs once,
+//! after the loop, whatever ended it.
+
+use crate::hub::SessionCmd;
+use crate::metrics::{CloseReason, Limit, RpcResult};
+use crate::node::Node;
+use crate::protocol::event::parse_client_frame;
+use crate::protocol::jsonrpc::PortRequest;
+use crate::protocol::{ClientEvent, PortResult, ServerEvent};
+use crate::registry::SessionRecord;
+use crate::rpc_table::{RpcOutcome, RpcTable};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long one outbound frame may wait for the connection before the client counts as a slow
+/// consumer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timers and limits a session runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// No frame of any kind (ping included) for this long closes the session.
+    pub idle_timeout: Duration,
+    /// How long one `getHostieGrpcPort` request stays joinable and awaited.
+    pub rpc_timeout: Duration,
+    pub max_json_depth: usize,
+}
+
+pub struct Session {
+    node: Arc<Node>,
+    record: Arc<SessionRecord>,
+    ws: actix_ws::Session,
+    rpc: RpcTable,
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, record: Arc<SessionRecord>, ws: actix_ws::Session) -> Self {
+        let rpc = RpcTable::new(node.session_settings().rpc_timeout);
+        Self {
+            node,
+            record,
+            ws,
+            rpc,
+        }
+    }
+
+    /// Runs the session until it ends, then cleans up exactly once.
+    pub async fn run(
+        mut self,
+        mut frames: AggregatedMessageStream,
+        mut cmds: mpsc::Receiver<SessionCmd>,
+    ) {
+        let settings = self.node.session_settings();
+        let mut last_seen = Instant::now();
+        let idle = tokio::time::sleep(settings.idle_timeout);
+        let sweep = tokio::time::sleep(settings.rpc_timeout);
+        tokio::pin!(idle, sweep);
+
+        let reason = loop {
+            tokio::select! {
+                frame = frames.recv() => {
+                    last_seen = Instant::now();
+                    if let Some(reason) = self.on_frame(frame).await {
+                        break reason;
+                    }
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(SessionCmd::AskPort(waiter)) => {
+                        if let Some(id) = self.rpc.ask(waiter, Instant::now()) {
+                            let text = ServerEvent::PortRequest(PortRequest::new(id)).to_text();
+                            if let Some(reason) = self.send(text).await {
+                                break reason;
+                            }
+                        }
+                        if let Some(at) = self.rpc.next_expiry() {
+                            sweep.as_mut().reset(at.into());
+                        }
+                    }
+                    Some(SessionCmd::Drain) | None => break CloseReason::Drain,
+                },
+                () = &mut idle => {
+                    let due = last_seen + settings.idle_timeout;
+                    if due <= Instant::now() {
+                        break CloseReason::Idle;
+                    }
+                    idle.as_mut().reset(due.into());
+                }
+                () = &mut sweep, if self.rpc.next_expiry().is_some() => {
+                    let expired = self.rpc.expire(Instant::now());
+                    for _ in 0..expired {
+                        self.node.metrics().rpc(RpcResult::Timeout, settings.rpc_timeout.as_secs_f64());
+                    }
+                    if let Some(at) = self.rpc.next_expiry() {
+                        sweep.as_mut().reset(at.into());
+                    }
+                }
+            }
+        };
+        self.finish(reason).await;
+    }
+
+    /// Handles one inbound item; `Some` ends the session.
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<AggregatedMessage, ProtocolError>>,
+    ) -> Option<CloseReason> {
+        let metrics = self.node.metrics();
+        match frame {
+            Some(Ok(AggregatedMessage::Text(text))) => {
+                let depth = self.node.session_settings().max_json_depth;
+                match parse_client_frame(&text, depth) {
+                    Ok(ClientEvent::RpcReply(reply)) => {
+                        metrics.frames.with_label_values(&["jsonrpc"]).inc();
+                        self.on_rpc_reply(reply);
+                    }
+                    Ok(ClientEvent::Other(kind)) => {
+                        metrics.frames.with_label_values(&[kind.as_str()]).inc();
+                    }
+                    Err(e) => {
+                        if e == crate::protocol::FrameError::TooDeep {
+                            metrics.limit(Limit::JsonDepth);
+                        }
+                        metrics.frames_dropped.with_label_values(&[e.as_str()]).inc();
+                        tracing::debug!(session = %self.record.session, error = %e, "inbound frame dropped");
+                    }
+                }
+                None
+            }
+            Some(Ok(AggregatedMessage::Ping(bytes))) => self.pong(&bytes).await,
+            Some(Ok(AggregatedMessage::Pong(_))) => None,
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                metrics.frames_dropped.with_label_values(&["binary"]).inc();
+                None
+            }
+            Some(Ok(AggregatedMessage::Close(_))) => Some(CloseReason::ClientClose),
+            Some(Err(ProtocolError::Overflow)) => {
+                metrics.limit(Limit::FrameSize);
+                Some(CloseReason::FrameTooLarge)
+            }
+            Some(Err(e)) => {
+                tracing::debug!(session = %self.record.session, error = %e, "websocket protocol error");
+                Some(CloseReason::ProtocolError)
+            }
+            None => Some(CloseReason::Disconnect),
+        }
+    }
+
+    fn on_rpc_reply(&mut self, reply: crate::protocol::PortReply) {
+        let metrics = self.node.metrics();
+        let outcome = match reply.result {
+            PortResult::Port(p) => RpcOutcome::Port(p),
+            PortResult::NotAPort | PortResult::Error { .. } => RpcOutcome::Failed,
+        };
+        let settled = reply
+            .id
+            .as_i64()
+            .and_then(|id| self.rpc.complete(id, outcome, Instant::now()));
+        match settled {
+            Some(took) => {
+                let result = match outcome {
+                    RpcOutcome::Port(_) => RpcResult::Ok,
+                    _ => RpcResult::Error,
+                };
+                metrics.rpc(result, took.as_secs_f64());
+                if let PortResult::Error { code, message } = &reply.result {
+                    tracing::debug!(session = %self.record.session, code, message, "getHostieGrpcPort error reply");
+                }
+            }
+            None => metrics.unknown_rpc_replies.inc(),
+        }
+    }
+
+    async fn pong(&mut self, bytes: &[u8]) -> Option<CloseReason> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.ws.pong(bytes)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(CloseReason::Disconnect),
+            Err(_) => Some(CloseReason::SlowConsumer),
+        }
+    }
+
+    async fn send(&mut self, text: String) -> Option<CloseReason> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.ws.text(text)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(CloseReason::Disconnect),
+            Err(_) => Some(CloseReason::SlowConsumer),
+        }
+    }
+
+    async fn finish(self, reason: CloseReason) {
+        let Session {
+            node, record, ws, rpc, ..
+        } = self;
+        // Waiters of unanswered requests see their channel close: the session is gone.
+        drop(rpc);
+        if reason == CloseReason::Idle {
+            node.metrics().limit(Limit::IdleTime);
+        }
+        node.metrics().closes.with_label_values(&[reason.as_str()]).inc();
+        node.release(&record).await;
+        let code = match reason {
+            CloseReason::Disconnect => None,
+            CloseReason::ClientClose | CloseReason::Idle => Some(CloseCode::Normal),
+            CloseReason::FrameTooLarge => Some(CloseCode::Size),
+            CloseReason::ProtocolError => Some(CloseCode::Protocol),
+            CloseReason::Drain => Some(CloseCode::Away),
+            CloseReason::SlowConsumer => Some(CloseCode::Policy),
+        };
+        if let Some(code) = code {
+            let _ = tokio::time::timeout(SEND_TIMEOUT, ws.close(Some(code.into()))).await;
+        }
+        tracing::info!(
+            session = %record.session,
+            token = %record.token,
+            reason = reason.as_str(),
+            "session closed"
+        );
+    }
+}

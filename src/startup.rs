@@ -1,0 +1,223 @@
+//! Build (bind every listener, port 0 allowed) → expose the bound addresses → run until a
+//! shutdown trigger, then drain. `main` and the tests start exactly this.
+
+use crate::bus::{Bus, MemoryNetwork, PortResponder};
+use crate::config::Config;
+use crate::http::{self, AppState, client_addr::TrustedProxies};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeSettings};
+use crate::registry::{MemoryRegistry, NodeId, Registry};
+use crate::session::SessionSettings;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Where registry and bus live. Nodes given the same in-memory backends form an in-process
+/// cluster (tests); the embedded default is one node alone.
+#[derive(Clone)]
+pub enum Backends {
+    Memory {
+        registry: Arc<MemoryRegistry>,
+        network: Arc<MemoryNetwork>,
+    },
+}
+
+impl Backends {
+    pub fn memory() -> Self {
+        Self::Memory {
+            registry: Arc::new(MemoryRegistry::new()),
+            network: MemoryNetwork::new(),
+        }
+    }
+
+    fn connect(&self, node: &NodeId, hub: &Arc<Hub>) -> (Arc<dyn Registry>, Arc<dyn Bus>) {
+        match self {
+            Self::Memory { registry, network } => {
+                let responder: Weak<dyn PortResponder> = Arc::downgrade(hub) as _;
+                (
+                    registry.clone(),
+                    Arc::new(network.join(node.clone(), responder)),
+                )
+            }
+        }
+    }
+}
+
+pub struct Application {
+    node: Arc<Node>,
+    http_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    admin_addr: SocketAddr,
+    public: Server,
+    admin: Server,
+    state: web::Data<AppState>,
+}
+
+/// How long actix waits for in-flight requests after the drain, before dropping connections.
+const SERVER_STOP_TIMEOUT_SECS: u64 = 2;
+
+impl Application {
+    /// Builds a node from configuration: embedded memory backends unless `--redis-url`.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.redis_url.is_none(),
+            "--redis-url: cluster mode is not part of this build yet; run without it for the embedded single-node mode"
+        );
+        Self::build_with(config, Backends::memory()).await
+    }
+
+    /// Builds a node on the given backends, binding every listener.
+    pub async fn build_with(config: &Config, backends: Backends) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+        let node_id = NodeId(config.node_id());
+        let hub = Arc::new(Hub::new(
+            config.max_sessions as usize,
+            config.fallback_port,
+            metrics.clone(),
+        ));
+        let (registry, bus) = backends.connect(&node_id, &hub);
+        let settings = NodeSettings {
+            id: node_id,
+            rpc_timeout: config.rpc_timeout,
+            max_sessions_per_token: config.max_sessions_per_token as usize,
+            session: SessionSettings {
+                idle_timeout: config.idle_timeout,
+                rpc_timeout: config.rpc_timeout,
+                max_json_depth: config.max_json_depth as usize,
+            },
+            drain_spread: config.drain_spread,
+            drain_grace: config.drain_grace,
+        };
+        let node = Arc::new(Node::new(settings, hub, registry, bus, metrics));
+
+        let state = web::Data::new(AppState {
+            node: node.clone(),
+            proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            limiter: http::discovery_limiter(config.discovery_rate, config.discovery_burst),
+            max_frame_bytes: config.max_frame_bytes as usize,
+        });
+        let workers = config
+            .workers
+            .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+
+        let http_listener = bind("--listen", config.listen)?;
+        let http_addr = http_listener.local_addr()?;
+        let public_state = state.clone();
+        let mut public = HttpServer::new(move || {
+            App::new()
+                .app_data(public_state.clone())
+                .configure(http::public_routes)
+        })
+        .workers(workers)
+        .backlog(4096)
+        .client_request_timeout(config.handshake_timeout)
+        .shutdown_timeout(SERVER_STOP_TIMEOUT_SECS)
+        .disable_signals()
+        .listen(http_listener)?;
+
+        let mut tls_addr = None;
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            let tls = crate::tls::server_config(cert, key)?;
+            let listener = bind("--tls-listen", config.tls_listen)?;
+            tls_addr = Some(listener.local_addr()?);
+            public = public.listen_rustls_0_23(listener, tls)?;
+        }
+
+        let admin_listener = bind("--admin-listen", config.admin_listen)?;
+        let admin_addr = admin_listener.local_addr()?;
+        let admin_node = web::Data::new(node.clone());
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_node.clone())
+                .configure(http::admin_routes)
+        })
+        .workers(1)
+        .shutdown_timeout(SERVER_STOP_TIMEOUT_SECS)
+        .disable_signals()
+        .listen(admin_listener)?;
+
+        tracing::info!(
+            node = %node.id(),
+            http = %http_addr,
+            tls = ?tls_addr,
+            admin = %admin_addr,
+            mode = "embedded",
+            "hostie listening"
+        );
+        Ok(Self {
+            node,
+            http_addr,
+            tls_addr,
+            admin_addr,
+            public: public.run(),
+            admin: admin.run(),
+            state,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves until `shutdown` resolves (or a server fails), then drains and stops.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let public_handle = self.public.handle();
+        let admin_handle = self.admin.handle();
+        let mut public = tokio::spawn(self.public);
+        let mut admin = tokio::spawn(self.admin);
+        let sweeper = self.state.limiter.clone().map(|limiter| {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            })
+        });
+        let failed = tokio::select! {
+            () = shutdown => None,
+            r = &mut public => Some(("public", r)),
+            r = &mut admin => Some(("admin", r)),
+        };
+        if let Some(s) = &sweeper {
+            s.abort();
+        }
+        if let Some((which, result)) = failed {
+            let reason = match result {
+                Ok(Ok(())) => "stopped".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            anyhow::bail!("the {which} server ended unexpectedly: {reason}");
+        }
+        self.node.drain().await;
+        public_handle.stop(true).await;
+        admin_handle.stop(true).await;
+        // Both servers have stopped; their join results carry nothing more to report.
+        let _ = tokio::join!(public, admin);
+        tracing::info!(node = %self.node.id(), "stopped");
+        Ok(())
+    }
+}
+
+fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("{flag}: cannot listen on {addr}"))
+}
