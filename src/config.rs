@@ -255,9 +255,15 @@ mod tests {
             (&["--rpc-timeout", "0s"][..], "--rpc-timeout"),
             (&["--fallback-port", "0"][..], "--fallback-port"),
             (&["--fallback-port", "70000"][..], "--fallback-port"),
-            (&["--trusted-proxies", "10.0.0.0/99"][..], "--trusted-proxies"),
+            (
+                &["--trusted-proxies", "10.0.0.0/99"][..],
+                "--trusted-proxies",
+            ),
             (&["--listen", "nowhere"][..], "--listen"),
-            (&["--drain-spread", "30s", "--drain-grace", "5s"][..], "--drain-spread"),
+            (
+                &["--drain-spread", "30s", "--drain-grace", "5s"][..],
+                "--drain-spread",
+            ),
             (&["--max-frame-bytes", "10"][..], "--max-frame-bytes"),
             (&["--tls-cert", "c.pem"][..], "--tls-key"),
         ] {

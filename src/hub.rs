@@ -100,7 +100,10 @@ impl Hub {
             return Err(NodeFull);
         }
         if discoverable {
-            t.by_token.entry(record.token).or_default().push(record.session);
+            t.by_token
+                .entry(record.token)
+                .or_default()
+                .push(record.session);
         }
         t.sessions.insert(
             record.session,
@@ -206,14 +209,20 @@ impl Hub {
     /// Tells every session to close with 1001, spread evenly over `spread` so that the
     /// gateways do not all reconnect in the same instant. Returns when every close was sent.
     pub async fn drain_all(&self, spread: Duration) {
-        let targets: Vec<mpsc::Sender<SessionCmd>> =
-            self.lock().sessions.values().map(|s| s.cmd.clone()).collect();
+        let targets: Vec<mpsc::Sender<SessionCmd>> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|s| s.cmd.clone())
+            .collect();
         let start = Instant::now();
         let n = targets.len().max(1) as u32;
         for (i, cmd) in targets.into_iter().enumerate() {
             tokio::time::sleep_until((start + spread * i as u32 / n).into()).await;
             // A full queue gets a short wait; a closed one means the session is already gone.
-            let _ = cmd.send_timeout(SessionCmd::Drain, Duration::from_millis(100)).await;
+            let _ = cmd
+                .send_timeout(SessionCmd::Drain, Duration::from_millis(100))
+                .await;
         }
     }
 }

@@ -144,8 +144,7 @@ impl RpcResult {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 pub struct Metrics {
@@ -178,7 +177,8 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntC
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, label: &str) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    let h = HistogramVec::new(opts, &[label]).expect("metric names and labels are static and valid");
+    let h =
+        HistogramVec::new(opts, &[label]).expect("metric names and labels are static and valid");
     register(registry, h)
 }
 
@@ -186,16 +186,22 @@ impl Metrics {
     pub fn new(version: &str) -> Self {
         let registry = Registry::new();
         let build = IntGauge::with_opts(
-            Opts::new("hostie_build_info", "Always 1; labelled with the build version.")
-                .const_label("version", version),
+            Opts::new(
+                "hostie_build_info",
+                "Always 1; labelled with the build version.",
+            )
+            .const_label("version", version),
         )
         .expect("static metric definition");
         register(&registry, build).set(1);
         let m = Self {
             sessions: register(
                 &registry,
-                IntGauge::new("hostie_sessions", "Live registered WebSocket sessions on this node.")
-                    .expect("static metric definition"),
+                IntGauge::new(
+                    "hostie_sessions",
+                    "Live registered WebSocket sessions on this node.",
+                )
+                .expect("static metric definition"),
             ),
             registrations: counter_vec(
                 &registry,
@@ -328,7 +334,9 @@ impl Metrics {
     }
 
     pub fn rpc(&self, r: RpcResult, seconds: f64) {
-        self.rpc_seconds.with_label_values(&[r.as_str()]).observe(seconds);
+        self.rpc_seconds
+            .with_label_values(&[r.as_str()])
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition of this node's registry.

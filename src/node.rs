@@ -206,7 +206,9 @@ impl Node {
                     .await
                     .map_err(|_| BusError::SessionGone)
             } else {
-                self.bus.ask_port(&record.node, record.session, budget).await
+                self.bus
+                    .ask_port(&record.node, record.session, budget)
+                    .await
             };
             match asked {
                 Ok(answer) if answer.source == PortSource::Rpc => {

@@ -124,7 +124,10 @@ impl Session {
                         if e == crate::protocol::FrameError::TooDeep {
                             metrics.limit(Limit::JsonDepth);
                         }
-                        metrics.frames_dropped.with_label_values(&[e.as_str()]).inc();
+                        metrics
+                            .frames_dropped
+                            .with_label_values(&[e.as_str()])
+                            .inc();
                         tracing::debug!(session = %self.record.session, error = %e, "inbound frame dropped");
                     }
                 }
@@ -192,14 +195,21 @@ impl Session {
 
     async fn finish(self, reason: CloseReason) {
         let Session {
-            node, record, ws, rpc, ..
+            node,
+            record,
+            ws,
+            rpc,
+            ..
         } = self;
         // Waiters of unanswered requests see their channel close: the session is gone.
         drop(rpc);
         if reason == CloseReason::Idle {
             node.metrics().limit(Limit::IdleTime);
         }
-        node.metrics().closes.with_label_values(&[reason.as_str()]).inc();
+        node.metrics()
+            .closes
+            .with_label_values(&[reason.as_str()])
+            .inc();
         node.release(&record).await;
         let code = match reason {
             CloseReason::Disconnect => None,

@@ -101,9 +101,10 @@ impl Application {
             limiter: http::discovery_limiter(config.discovery_rate, config.discovery_burst),
             max_frame_bytes: config.max_frame_bytes as usize,
         });
-        let workers = config
-            .workers
-            .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+        let workers = config.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n as usize,
+        );
 
         let http_listener = bind("--listen", config.listen)?;
         let http_addr = http_listener.local_addr()?;

@@ -11,14 +11,23 @@ use std::sync::Arc;
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("--tls-cert: cannot read certificates from {}", cert.display()))?;
+        .with_context(|| {
+            format!(
+                "--tls-cert: cannot read certificates from {}",
+                cert.display()
+            )
+        })?;
     anyhow::ensure!(
         !chain.is_empty(),
         "--tls-cert: no certificate in {}",
         cert.display()
     );
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("--tls-key: cannot read a private key from {}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "--tls-key: cannot read a private key from {}",
+            key.display()
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -16,8 +16,11 @@ pub use memory::{MemoryBus, MemoryNetwork};
 /// The owner side of the bus: whatever answers port requests for this node's sessions.
 #[async_trait]
 pub trait PortResponder: Send + Sync + 'static {
-    async fn ask_local(&self, session: SessionId, budget: Duration)
-    -> Result<PortAnswer, SessionGone>;
+    async fn ask_local(
+        &self,
+        session: SessionId,
+        budget: Duration,
+    ) -> Result<PortAnswer, SessionGone>;
 }
 
 #[async_trait]

@@ -47,7 +47,9 @@ fn parse_forwarded_for(value: &str) -> Option<IpAddr> {
     let first = value.split(',').next()?;
     first.split(';').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("for").then(|| parse_node(v))?
+        k.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| parse_node(v))?
     })
 }
 
@@ -114,7 +116,10 @@ mod tests {
         assert_eq!(trusted().client_ip(peer, &all), Some(ip("203.0.113.7")));
         let real = headers(&[("x-real-ip", "203.0.113.8"), ("forwarded", "for=1.1.1.1")]);
         assert_eq!(trusted().client_ip(peer, &real), Some(ip("203.0.113.8")));
-        let fwd = headers(&[("forwarded", "proto=https;For=\"[2001:db8::1]:4711\", for=1.1.1.1")]);
+        let fwd = headers(&[(
+            "forwarded",
+            "proto=https;For=\"[2001:db8::1]:4711\", for=1.1.1.1",
+        )]);
         assert_eq!(trusted().client_ip(peer, &fwd), Some(ip("2001:db8::1")));
         assert_eq!(trusted().client_ip(peer, &headers(&[])), peer);
     }
@@ -137,8 +142,11 @@ mod tests {
         );
         let mapped = headers(&[("x-forwarded-for", "::ffff:203.0.113.7")]);
         assert_eq!(
-            TrustedProxies::new(vec!["::ffff:0:0/96".parse().unwrap(), "10.0.0.0/8".parse().unwrap()])
-                .client_ip(Some(ip("10.0.0.1")), &mapped),
+            TrustedProxies::new(vec![
+                "::ffff:0:0/96".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap()
+            ])
+            .client_ip(Some(ip("10.0.0.1")), &mapped),
             Some(ip("203.0.113.7"))
         );
     }

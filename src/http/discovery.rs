@@ -35,17 +35,17 @@ async fn answer(
     if let (Some(limiter), Some(ip)) = (&state.limiter, state.client_ip(req))
         && let Err(not_until) = limiter.check_key(&ip)
     {
-        state.node.metrics().limit(crate::metrics::Limit::DiscoveryRate);
+        state
+            .node
+            .metrics()
+            .limit(crate::metrics::Limit::DiscoveryRate);
         let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));
         return Err(ApiError::RateLimited { retry_after });
     }
     // The raw (still percent-encoded) segment: the token is free-form and decoded exactly once.
-    let raw = req
-        .path()
-        .strip_prefix("/v0/hosties/")
-        .unwrap_or_default();
+    let raw = req.path().strip_prefix("/v0/hosties/").unwrap_or_default();
     let token = Token::from_percent_encoded(raw).ok_or(crate::node::DiscoveryError::NotFound)?;
     let found = state.node.discover(&token).await?;
     tracing::debug!(token = %token.hash(), outcome = found.outcome.as_str(), "discovered");

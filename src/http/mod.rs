@@ -9,7 +9,7 @@ pub mod status;
 pub mod ws;
 
 use crate::node::Node;
-use actix_web::{HttpRequest, web};
+use actix_web::{HttpRequest, guard, web};
 use client_addr::TrustedProxies;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
@@ -43,7 +43,9 @@ pub fn discovery_limiter(rate: u32, burst: u32) -> Option<Arc<DefaultKeyedRateLi
 
 /// Routes of the public (HTTP and HTTPS) listeners.
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(status::page))
+    // `GET /` with an upgrade header is a registration (the original upgraded any path).
+    let not_upgrade = guard::fn_guard(|ctx| !ws::is_upgrade(ctx.head().headers()));
+    cfg.route("/", web::get().guard(not_upgrade).to(status::page))
         .route("/v0/hosties/{token}", web::get().to(discovery::discover))
         .route("/v0/hosties/{token}", web::head().to(discovery::discover))
         // The original upgraded any path; the token may also be a `token/…` path suffix.

@@ -18,7 +18,11 @@ pub async fn page(state: web::Data<AppState>) -> HttpResponse {
         version = env!("CARGO_PKG_VERSION"),
         node_id = html_escape(&node.id().0),
         sessions = node.live_sessions(),
-        state = if node.is_draining() { "draining" } else { "serving" },
+        state = if node.is_draining() {
+            "draining"
+        } else {
+            "serving"
+        },
     );
     HttpResponse::Ok()
         .content_type(ContentType::html())

@@ -14,18 +14,21 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+/// Whether a request asks for a WebSocket upgrade.
+pub fn is_upgrade(headers: &header::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
 /// Upgrades WebSocket requests on any path; anything else that matched no route is a 404.
 pub async fn upgrade_or_not_found(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_upgrade {
+    if !is_upgrade(req.headers()) {
         return Ok(HttpResponse::NotFound().body("not found\n"));
     }
     let result = upgrade(&req, body, &state).await;
@@ -95,7 +98,9 @@ async fn upgrade(
             .as_ref()
             .map_or(crate::protocol::PeerHint::Ask, |s| s.peer),
     });
-    let discoverable = subprotocol.as_ref().is_some_and(Subprotocol::is_discoverable);
+    let discoverable = subprotocol
+        .as_ref()
+        .is_some_and(Subprotocol::is_discoverable);
     let (cmd_tx, cmd_rx) = mpsc::channel(SESSION_QUEUE);
     node.register(record.clone(), discoverable, cmd_tx).await?;
 

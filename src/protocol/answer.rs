@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn found_carries_host_in_both_fields() {
         let body = serde_json::to_string(&HostieAnswer::found("203.0.113.7", 18789)).unwrap();
-        assert_eq!(body, r#"{"host":"203.0.113.7","ip":"203.0.113.7","port":18789}"#);
+        assert_eq!(
+            body,
+            r#"{"host":"203.0.113.7","ip":"203.0.113.7","port":18789}"#
+        );
     }
 
     #[test]

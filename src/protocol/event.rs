@@ -214,14 +214,30 @@ mod tests {
 
     #[test]
     fn malformed_frames() {
-        for f in ["", "not json", "[]", r#"["sys","x"]"#, r#"{"payload":1}"#, r#"{"name":5}"#, "{"] {
-            assert_eq!(parse_client_frame(f, 32), Err(FrameError::Malformed), "{f:?}");
+        for f in [
+            "",
+            "not json",
+            "[]",
+            r#"["sys","x"]"#,
+            r#"{"payload":1}"#,
+            r#"{"name":5}"#,
+            "{",
+        ] {
+            assert_eq!(
+                parse_client_frame(f, 32),
+                Err(FrameError::Malformed),
+                "{f:?}"
+            );
         }
     }
 
     #[test]
     fn depth_limit() {
-        let deep = format!("{{\"name\":\"x\",\"payload\":{}{}}}", "[".repeat(40), "]".repeat(40));
+        let deep = format!(
+            "{{\"name\":\"x\",\"payload\":{}{}}}",
+            "[".repeat(40),
+            "]".repeat(40)
+        );
         assert_eq!(parse_client_frame(&deep, 32), Err(FrameError::TooDeep));
         assert!(parse_client_frame(&deep, 64).is_ok());
         let in_string = format!("{{\"name\":\"x\",\"payload\":\"{}\\\"\"}}", "[".repeat(100));

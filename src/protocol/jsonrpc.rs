@@ -52,7 +52,10 @@ pub enum PortResult {
     /// `result: null`, a string, a float, out of range, or no result at all.
     NotAPort,
     /// A JSON-RPC error object.
-    Error { code: i64, message: String },
+    Error {
+        code: i64,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +159,10 @@ mod tests {
         ] {
             assert_eq!(reply(json).unwrap().result, PortResult::NotAPort, "{json}");
         }
-        let e = reply(r#"{"error":{"code":-32601,"message":"Method not found"},"id":1,"jsonrpc":"2.0"}"#)
-            .unwrap();
+        let e = reply(
+            r#"{"error":{"code":-32601,"message":"Method not found"},"id":1,"jsonrpc":"2.0"}"#,
+        )
+        .unwrap();
         assert_eq!(
             e.result,
             PortResult::Error {

@@ -82,7 +82,9 @@ fn is_valid_host(h: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -137,10 +139,15 @@ mod tests {
         assert_eq!(s.peer, PeerHint::Ask);
         assert_eq!(Subprotocol::parse("io|1|id|h|0").port, None);
         assert_eq!(
-            Subprotocol::parse("io|1|id|puppet.example.com|1").host.as_deref(),
+            Subprotocol::parse("io|1|id|puppet.example.com|1")
+                .host
+                .as_deref(),
             Some("puppet.example.com")
         );
-        assert_eq!(Subprotocol::parse("io|1|id|::1|1").host.as_deref(), Some("::1"));
+        assert_eq!(
+            Subprotocol::parse("io|1|id|::1|1").host.as_deref(),
+            Some("::1")
+        );
     }
 
     #[test]

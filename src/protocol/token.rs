@@ -55,7 +55,9 @@ impl fmt::Debug for Token {
 
 /// SHA-256 of a token: the only form in which a token is stored or shared between nodes.
 /// Serialized as 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(into = "String", try_from = "String")]
 pub struct TokenHash(pub [u8; 32]);
 
@@ -113,13 +115,27 @@ mod tests {
             tok(Token::from_authorization(v)).as_deref(),
             Some("insecure_11111111-2222-3333-4444-555555555555")
         );
-        assert_eq!(tok(Token::from_authorization("token abc")).as_deref(), Some("abc"));
-        assert_eq!(tok(Token::from_authorization("TOKEN abc")).as_deref(), Some("abc"));
+        assert_eq!(
+            tok(Token::from_authorization("token abc")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            tok(Token::from_authorization("TOKEN abc")).as_deref(),
+            Some("abc")
+        );
     }
 
     #[test]
     fn authorization_header_rejects_other_shapes() {
-        for v in ["Bearer abc", "Token", "Token ", "Token a b", "Tokenabc", "", " Token abc"] {
+        for v in [
+            "Bearer abc",
+            "Token",
+            "Token ",
+            "Token a b",
+            "Tokenabc",
+            "",
+            " Token abc",
+        ] {
             assert!(Token::from_authorization(v).is_none(), "{v:?}");
         }
     }

@@ -1,0 +1,242 @@
+use crate::helpers::*;
+use hostie::startup::Backends;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn hit_answers_host_ip_and_port() {
+    let node = spawn_node(test_config()).await;
+    let t = token("hit");
+    let gw = Gateway::connect(node.http, GatewayOptions::new(&t, 18789))
+        .await
+        .unwrap();
+    let res = node
+        .client
+        .get(node.url(&format!("/v0/hosties/{t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    let body = res.text().await.unwrap();
+    assert_eq!(
+        body,
+        r#"{"host":"127.0.0.1","ip":"127.0.0.1","port":18789}"#
+    );
+    assert_eq!(gw.request_count(), 1);
+    assert_eq!(
+        node.metric("hostie_discoveries_total{outcome=\"hit\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn miss_is_404_with_the_all_zero_body_at_once() {
+    let node = spawn_node(test_config()).await;
+    let started = Instant::now();
+    let res = node
+        .client
+        .get(node.url("/v0/hosties/insecure_nobody"))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(
+        res.text().await.unwrap(),
+        r#"{"host":"0.0.0.0","ip":"0.0.0.0","port":0}"#
+    );
+    assert_eq!(
+        node.metric("hostie_discoveries_total{outcome=\"miss\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn head_answers_status_without_body() {
+    let node = spawn_node(test_config()).await;
+    let t = token("head");
+    let _gw = Gateway::connect(node.http, GatewayOptions::new(&t, 1000))
+        .await
+        .unwrap();
+    let hit = node
+        .client
+        .head(node.url(&format!("/v0/hosties/{t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hit.status(), 200);
+    assert_eq!(hit.headers()["content-type"], "application/json");
+    assert!(hit.bytes().await.unwrap().is_empty());
+    let miss = node
+        .client
+        .head(node.url("/v0/hosties/none"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(miss.status(), 404);
+}
+
+#[tokio::test]
+async fn percent_encoded_token_is_decoded_once() {
+    let node = spawn_node(test_config()).await;
+    // Registered through the legacy path form, whose suffix is percent-decoded too.
+    let _gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new("unused", 3131)
+            .no_token()
+            .path("/v0/websocket/token/puppet%20padlocal%2Bx%25y"),
+    )
+    .await
+    .unwrap();
+    let (status, body) = node.discover("puppet%20padlocal%2Bx%25y").await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(3131)));
+    // Decoded once: the literal "%25y" form is another token.
+    assert_eq!(node.discover("puppet%20padlocal%2Bx%2525y").await.0, 404);
+    // Header tokens with the same characters (minus the space) match their encoded form.
+    let t = "tok+en%";
+    let _gw2 = Gateway::connect(node.http, GatewayOptions::new(t, 4141))
+        .await
+        .unwrap();
+    assert_eq!(node.discover("tok%2Ben%25").await.1["port"], 4141);
+}
+
+#[tokio::test]
+async fn custom_host_field_wins() {
+    let node = spawn_node(test_config()).await;
+    let t = token("custom");
+    let _gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 18789).subprotocol("io|0.0.1|id|203.0.113.7|18789"),
+    )
+    .await
+    .unwrap();
+    let (status, body) = node.discover(&t).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["host"], "203.0.113.7");
+    assert_eq!(body["ip"], "203.0.113.7");
+}
+
+#[tokio::test]
+async fn forwarding_headers_count_only_from_trusted_proxies() {
+    for (trusted, expected) in [(true, "198.51.100.9"), (false, "127.0.0.1")] {
+        let mut config = test_config();
+        if trusted {
+            config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        }
+        let node = spawn_node(config).await;
+        let t = token("xff");
+        // The upgrade passed a proxy that added X-Forwarded-For; the TCP peer is 127.0.0.1.
+        let opts =
+            GatewayOptions::new(&t, 7000).header("X-Forwarded-For", "198.51.100.9, 10.0.0.1");
+        let gw = Gateway::connect(node.http, opts).await.unwrap();
+        let (status, body) = node.discover(&t).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["host"], expected, "trusted={trusted}");
+        drop(gw);
+    }
+}
+
+#[tokio::test]
+async fn newest_session_answers_then_the_older_one() {
+    let node = spawn_node(test_config()).await;
+    let t = token("two");
+    let old = Gateway::connect(node.http, GatewayOptions::new(&t, 1111))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let new = Gateway::connect(node.http, GatewayOptions::new(&t, 2222))
+        .await
+        .unwrap();
+    assert_eq!(node.discover(&t).await.1["port"], 2222);
+    assert_eq!(
+        old.request_count(),
+        0,
+        "the older session is not asked while the newest answers"
+    );
+    new.close();
+    assert!(new.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            node.discover(&t).await.1["port"] == 1111
+        })
+        .await
+    );
+    old.close_normal();
+    assert!(old.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            node.discover(&t).await.0 == 404
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn silent_newest_session_falls_back_to_an_older_live_one() {
+    let node = spawn_node(test_config()).await;
+    let t = token("silentnew");
+    let _old = Gateway::connect(node.http, GatewayOptions::new(&t, 1111))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let new = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 2222).behavior(Behavior::Silent),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let (status, body) = node.discover(&t).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(1111)));
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "within the deadline"
+    );
+    assert_eq!(new.request_count(), 1);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_discoveries_share_one_rpc() {
+    let node = spawn_node(test_config()).await;
+    let t = token("single");
+    let gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 18789)
+            .behavior(Behavior::PortAfter(18789, Duration::from_millis(300))),
+    )
+    .await
+    .unwrap();
+    let queries = (0..50).map(|_| node.discover(&t));
+    let answers = futures_util::future::join_all(queries).await;
+    for (status, body) in answers {
+        assert_eq!((status, body["port"].as_u64()), (200, Some(18789)));
+    }
+    assert_eq!(gw.request_count(), 1);
+}
+
+#[tokio::test]
+async fn in_process_cluster_routes_across_nodes() {
+    let backends = Backends::memory();
+    let a = spawn_node_on(test_config(), backends.clone()).await;
+    let b = spawn_node_on(test_config(), backends).await;
+    let t = token("cross");
+    let gw = Gateway::connect(a.http, GatewayOptions::new(&t, 9999))
+        .await
+        .unwrap();
+    for node in [&a, &b] {
+        let (status, body) = node.discover(&t).await;
+        assert_eq!((status, body["port"].as_u64()), (200, Some(9999)));
+    }
+    assert_eq!(gw.request_count(), 2);
+    gw.close();
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            b.discover(&t).await.0 == 404
+        })
+        .await
+    );
+}

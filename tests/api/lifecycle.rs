@@ -1,0 +1,243 @@
+//! Probes, metrics, the status page, drain, and the real binary's interface.
+
+use crate::helpers::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn probes_and_status_page() {
+    let node = spawn_node(test_config()).await;
+    assert_eq!(node.admin_get("/livez").await.0, 200);
+    let (status, body) = node.admin_get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["checks"]["registry"], "ok");
+    assert_eq!(v["checks"]["bus"], "ok");
+    assert_eq!(v["checks"]["draining"], false);
+    let _gw = Gateway::connect(node.http, GatewayOptions::new(&token("page"), 1))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            node.node.live_sessions() == 1
+        })
+        .await
+    );
+    let page = node.client.get(node.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(env!("CARGO_PKG_VERSION")), "{html}");
+    assert!(html.contains(&node.node.id().0), "{html}");
+    assert!(html.contains("live sessions: 1"), "{html}");
+}
+
+#[tokio::test]
+async fn metrics_expose_the_documented_series() {
+    let node = spawn_node(test_config()).await;
+    let (status, text) = node.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "hostie_sessions ",
+        "hostie_registrations_total{result=\"accepted\"}",
+        "hostie_session_closes_total{reason=\"drain\"}",
+        "hostie_discoveries_total{outcome=\"hit\"}",
+        "hostie_discoveries_total{outcome=\"miss\"}",
+        "hostie_discoveries_total{outcome=\"fallback\"}",
+        "hostie_discoveries_total{outcome=\"timeout\"}",
+        "hostie_discoveries_total{outcome=\"error\"}",
+        "hostie_discovery_duration_seconds_bucket{outcome=\"hit\",le=\"0.001\"}",
+        "hostie_rpc_duration_seconds_bucket{result=\"ok\",le=\"0.001\"}",
+        "hostie_build_info{version=",
+    ] {
+        assert!(text.contains(name), "missing {name} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_never_carry_tokens_or_client_ids() {
+    let node = spawn_node(test_config()).await;
+    let t = token("secret");
+    let _gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 1).subprotocol("io|0.0.1|client-id-xyz||1"),
+    )
+    .await
+    .unwrap();
+    node.discover(&t).await;
+    let (_, text) = node.admin_get("/metrics").await;
+    assert!(!text.contains(&t));
+    assert!(!text.contains("client-id-xyz"));
+}
+
+#[tokio::test]
+async fn drain_fails_readiness_refuses_upgrades_and_closes_sessions_with_1001() {
+    let mut config = test_config();
+    config.drain_spread = Duration::from_millis(600);
+    config.drain_grace = Duration::from_secs(3);
+    let mut node = spawn_node(config).await;
+    let mut gateways = Vec::new();
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let t = token(&format!("drain{i}"));
+        gateways.push(
+            Gateway::connect(node.http, GatewayOptions::new(&t, 1))
+                .await
+                .unwrap(),
+        );
+        tokens.push(t);
+    }
+    let started = Instant::now();
+    node.trigger_shutdown();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            node.admin_get("/readyz").await.0 == 503
+        })
+        .await,
+        "readiness fails within 1 s"
+    );
+    let (_, body) = node.admin_get("/readyz").await;
+    assert!(body.contains("\"draining\":true"), "{body}");
+    // Its tokens are gone from discovery at once (records removed before the closes).
+    let (status, _) = node.discover(&tokens[3]).await;
+    assert_eq!(status, 404);
+    // New upgrades are refused while draining.
+    let refused = Gateway::connect(node.http, GatewayOptions::new(&token("late"), 1))
+        .await
+        .err()
+        .expect("no upgrades while draining");
+    assert_eq!(refused.status, 503);
+    let mut close_times = Vec::new();
+    for gw in &gateways {
+        assert_eq!(
+            gw.closed_within(Duration::from_secs(3)).await,
+            Some(Some(1001))
+        );
+        close_times.push(started.elapsed());
+    }
+    assert!(
+        close_times.last().unwrap() >= &Duration::from_millis(300),
+        "closes are spread over the drain spread: {close_times:?}"
+    );
+    node.stop().await;
+}
+
+fn hostie_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hostie"))
+}
+
+#[test]
+fn bad_flags_stop_the_binary_with_one_line_naming_the_flag() {
+    for (args, flag) in [
+        (&["--rpc-timeout", "soon"][..], "--rpc-timeout"),
+        (&["--fallback-port", "0"][..], "--fallback-port"),
+        (
+            &["--trusted-proxies", "not-a-cidr"][..],
+            "--trusted-proxies",
+        ),
+        (&["--listen", "nowhere:1"][..], "--listen"),
+        (&["--tls-cert", "/nonexistent.pem"][..], "--tls-key"),
+        (&["--no-such-flag"][..], "--no-such-flag"),
+    ] {
+        let out = hostie_bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    let out = hostie_bin()
+        .env("HOSTIE_RPC_TIMEOUT", "whenever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rpc-timeout"));
+}
+
+#[test]
+fn unreadable_tls_files_stop_the_binary_naming_the_flag() {
+    let out = hostie_bin()
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--tls-listen", "127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_real_process() {
+    init();
+    let admin_port = free_port();
+    let http_port = free_port();
+    let mut child = hostie_bin()
+        .args(["--listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args([
+            "--drain-spread",
+            "100ms",
+            "--drain-grace",
+            "3s",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let ready = eventually(Duration::from_secs(5), || async {
+        client
+            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready, "the binary became ready");
+    let addr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let gw = Gateway::connect(addr, GatewayOptions::new(&token("proc"), 1))
+        .await
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        gw.closed_within(Duration::from_secs(3)).await,
+        Some(Some(1001))
+    );
+    let exited = eventually(Duration::from_secs(5), || {
+        let done = child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "the process exits after draining");
+    assert!(child.wait().unwrap().success());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "{logs}"
+    );
+    assert!(logs.contains("\"drained\""), "{logs}");
+    assert!(
+        !logs.contains("insecure_proc_"),
+        "logs never carry raw tokens"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

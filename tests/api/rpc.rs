@@ -1,0 +1,139 @@
+//! The port question: every reply shape of protocol.md §2.3.
+
+use crate::helpers::*;
+use std::time::{Duration, Instant};
+
+async fn discover_with(sub: &str, behavior: Behavior) -> (u16, serde_json::Value, usize, Duration) {
+    let node = spawn_node(test_config()).await;
+    let t = token("rpc");
+    let gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 1)
+            .subprotocol(sub)
+            .behavior(behavior),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let (status, body) = node.discover(&t).await;
+    (status, body, gw.request_count(), started.elapsed())
+}
+
+#[tokio::test]
+async fn client_without_peer_gets_8788_at_once_without_an_rpc() {
+    let (status, body, requests, took) =
+        discover_with("io|0.0.1|57a9||undefined", Behavior::Silent).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(8788)));
+    assert_eq!(requests, 0, "a known peer-less client is never asked");
+    assert!(
+        took < Duration::from_millis(200),
+        "answered at once, took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn old_three_field_client_that_never_answers_gets_the_fallback_within_the_deadline() {
+    let (status, body, requests, took) = discover_with("io|0.0.1|old-id", Behavior::Silent).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(8788)));
+    assert_eq!(requests, 1, "a 3-field client is asked");
+    // test_config's deadline is 1 s.
+    assert!(
+        took >= Duration::from_millis(500),
+        "waited for the RPC, took {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1000),
+        "within the deadline, took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn silent_client_with_a_subprotocol_port_gets_that_port() {
+    let (status, body, _, _) = discover_with("io|0.0.1|id||18789", Behavior::Silent).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(18789)));
+}
+
+#[tokio::test]
+async fn null_result_falls_back() {
+    let (status, body, requests, took) = discover_with("io|0.0.1|id", Behavior::Null).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(8788)));
+    assert_eq!(requests, 1);
+    assert!(
+        took < Duration::from_millis(300),
+        "a failed reply is not waited out: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn error_object_falls_back_to_the_subprotocol_port() {
+    let (status, body, requests, _) =
+        discover_with("io|0.0.1|id||17000", Behavior::ErrorObject).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(17000)));
+    assert_eq!(requests, 1);
+}
+
+#[tokio::test]
+async fn string_id_reply_is_matched() {
+    let (status, body, _, took) = discover_with("io|0.0.1|id", Behavior::PortStringId(19999)).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(19999)));
+    assert!(took < Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn unknown_id_is_ignored_and_the_right_reply_still_counts() {
+    let (status, body, _, _) = discover_with("io|0.0.1|id", Behavior::UnknownIdThen(15555)).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(15555)));
+}
+
+#[tokio::test]
+async fn configured_fallback_port_is_used() {
+    let mut config = test_config();
+    config.fallback_port = 9001;
+    let node = spawn_node(config).await;
+    let t = token("fb");
+    let _gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 1).subprotocol("io|0.0.1|id||undefined"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(node.discover(&t).await.1["port"], 9001);
+    assert_eq!(
+        node.metric("hostie_discoveries_total{outcome=\"fallback\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn late_reply_after_the_deadline_is_dropped_and_the_next_query_asks_again() {
+    let mut config = test_config();
+    config.rpc_timeout = Duration::from_millis(300);
+    let node = spawn_node(config).await;
+    let t = token("late");
+    let gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 1)
+            .subprotocol("io|0.0.1|id")
+            .behavior(Behavior::PortAfter(12345, Duration::from_millis(500))),
+    )
+    .await
+    .unwrap();
+    let (status, body) = node.discover(&t).await;
+    assert_eq!(
+        (status, body["port"].as_u64()),
+        (200, Some(8788)),
+        "late: fallback"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!gw.is_closed(), "a late reply is harmless");
+    assert!(node.metric("hostie_rpc_unmatched_replies_total").await >= 1.0);
+    assert!(
+        node.metric("hostie_rpc_duration_seconds_count{result=\"timeout\"}")
+            .await
+            >= 1.0
+    );
+    let second = node.discover(&t).await;
+    assert_eq!(second.0, 200);
+    assert_eq!(gw.request_count(), 2, "an expired request is not joined");
+}
