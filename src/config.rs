@@ -109,7 +109,8 @@ pub struct Config {
     #[arg(long, env = "HOSTIE_DRAIN_SPREAD", default_value = "5s", value_parser = duration_or_zero)]
     pub drain_spread: Duration,
 
-    /// On drain, the process exits at the latest this long after the signal.
+    /// On drain, sessions get at most this long to close before the listeners stop (the
+    /// process then exits within 2 s more).
     #[arg(long, env = "HOSTIE_DRAIN_GRACE", default_value = "20s", value_parser = duration)]
     pub drain_grace: Duration,
 

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod discovery;
+mod e2e;
 mod lifecycle;
 mod limits;
 mod registration;
