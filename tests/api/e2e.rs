@@ -39,7 +39,12 @@ struct RealGateway {
 impl RealGateway {
     async fn start(http_port: u16, token: &str, service_port: Option<u16>) -> Self {
         let mut cmd = node_cmd("register.mjs");
-        cmd.args(["--apihost", &format!("127.0.0.1:{http_port}"), "--token", token]);
+        cmd.args([
+            "--apihost",
+            &format!("127.0.0.1:{http_port}"),
+            "--token",
+            token,
+        ]);
         if let Some(p) = service_port {
             cmd.args(["--service-port", &p.to_string()]);
         }
@@ -72,7 +77,12 @@ impl RealGateway {
 
 async fn real_discover(cert: &TestCert, tls_port: u16, token: &str) -> Value {
     let out = node_cmd("discover.mjs")
-        .args(["--authority", &format!("127.0.0.1:{tls_port}"), "--token", token])
+        .args([
+            "--authority",
+            &format!("127.0.0.1:{tls_port}"),
+            "--token",
+            token,
+        ])
         .env("NODE_EXTRA_CA_CERTS", cert.cert_path())
         .stderr(Stdio::inherit())
         .output()
@@ -94,7 +104,8 @@ async fn real_io_registers_and_real_wechaty_token_discovers() {
     assert_eq!(found["host"], "127.0.0.1", "{found}");
     assert_eq!(found["port"], 18789, "{found}");
     assert_eq!(
-        node.metric("hostie_discoveries_total{outcome=\"hit\"}").await,
+        node.metric("hostie_discoveries_total{outcome=\"hit\"}")
+            .await,
         1.0,
         "the port came from the real client's JSON-RPC answer"
     );
@@ -103,7 +114,12 @@ async fn real_io_registers_and_real_wechaty_token_discovers() {
     assert_eq!(missing, Value::Null, "a not-found token gives undefined");
 
     gw.stop().await;
-    assert!(eventually(Duration::from_secs(3), || async { node.node.live_sessions() == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            node.node.live_sessions() == 0
+        })
+        .await
+    );
     assert_eq!(real_discover(&cert, tls_port, &t).await, Value::Null);
 }
 
