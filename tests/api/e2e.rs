@@ -112,6 +112,12 @@ async fn real_io_registers_and_real_wechaty_token_discovers() {
 
     let missing = real_discover(&cert, tls_port, &token("nobody")).await;
     assert_eq!(missing, Value::Null, "a not-found token gives undefined");
+    // wechaty-token also resolves undefined on 5xx and network errors: prove it was a real 404.
+    assert_eq!(
+        node.metric("hostie_discoveries_total{outcome=\"miss\"}")
+            .await,
+        1.0
+    );
 
     gw.stop().await;
     assert!(
