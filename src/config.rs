@@ -114,6 +114,19 @@ pub struct Config {
     #[arg(long, env = "HOSTIE_DRAIN_GRACE", default_value = "20s", value_parser = duration)]
     pub drain_grace: Duration,
 
+    /// Cluster mode: how often this node renews its heartbeat and sweeps dead peers.
+    #[arg(long, env = "HOSTIE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Cluster mode: a node whose heartbeat is this old is dead; its sessions stop being
+    /// offered and are swept.
+    #[arg(long, env = "HOSTIE_HEARTBEAT_TTL", default_value = "5s", value_parser = duration)]
+    pub heartbeat_ttl: Duration,
+
+    /// Cluster mode: how often every session record is re-written anyway (anti-entropy).
+    #[arg(long, env = "HOSTIE_ANTI_ENTROPY_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub anti_entropy_interval: Duration,
+
     /// HTTP worker threads [default: one per CPU].
     #[arg(long, env = "HOSTIE_WORKERS",
           value_parser = clap::value_parser!(u64).range(1..=256))]
@@ -173,6 +186,18 @@ impl Config {
                 humantime::format_duration(self.drain_spread),
                 humantime::format_duration(self.drain_grace)
             ));
+        }
+        if self.heartbeat_ttl < self.heartbeat_interval * 2 {
+            return Err(format!(
+                "invalid value for '--heartbeat-ttl': {} is less than twice --heartbeat-interval {}",
+                humantime::format_duration(self.heartbeat_ttl),
+                humantime::format_duration(self.heartbeat_interval)
+            ));
+        }
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.as_str()).map_err(|e| {
+                format!("invalid value for '--redis-url': {e} (expected redis://host:port/db)")
+            })?;
         }
         let listeners = [self.listen, self.admin_listen];
         if listeners[0].port() != 0 && listeners[0] == listeners[1] {
@@ -267,6 +292,8 @@ mod tests {
             ),
             (&["--max-frame-bytes", "10"][..], "--max-frame-bytes"),
             (&["--tls-cert", "c.pem"][..], "--tls-key"),
+            (&["--heartbeat-ttl", "1s"][..], "--heartbeat-ttl"),
+            (&["--redis-url", "http://x"][..], "--redis-url"),
         ] {
             let err = one_line(&parse(args).unwrap_err());
             assert!(err.contains(flag), "{args:?}: {err}");

@@ -135,6 +135,20 @@ impl Hub {
         true
     }
 
+    pub fn contains(&self, session: SessionId) -> bool {
+        self.lock().sessions.contains_key(&session)
+    }
+
+    /// Every discoverable local session's record (for re-assertion).
+    pub fn discoverable_records(&self) -> Vec<SessionRecord> {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| s.discoverable)
+            .map(|s| (*s.record).clone())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
     }

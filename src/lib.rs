@@ -47,6 +47,7 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -143,6 +143,81 @@ impl RpcResult {
     }
 }
 
+/// A Redis operation, for counting its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisOp {
+    Register,
+    Release,
+    Lookup,
+    Heartbeat,
+    Sweep,
+    Reassert,
+    Drain,
+    Publish,
+    Subscribe,
+    Ping,
+}
+
+impl RedisOp {
+    pub const ALL: [RedisOp; 10] = [
+        Self::Register,
+        Self::Release,
+        Self::Lookup,
+        Self::Heartbeat,
+        Self::Sweep,
+        Self::Reassert,
+        Self::Drain,
+        Self::Publish,
+        Self::Subscribe,
+        Self::Ping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Release => "release",
+            Self::Lookup => "lookup",
+            Self::Heartbeat => "heartbeat",
+            Self::Sweep => "sweep",
+            Self::Reassert => "reassert",
+            Self::Drain => "drain",
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// How one cross-node bus request ended, as seen by the requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusResult {
+    Ok,
+    SessionGone,
+    NoSubscriber,
+    Timeout,
+    Error,
+}
+
+impl BusResult {
+    pub const ALL: [BusResult; 5] = [
+        Self::Ok,
+        Self::SessionGone,
+        Self::NoSubscriber,
+        Self::Timeout,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::SessionGone => "session_gone",
+            Self::NoSubscriber => "no_subscriber",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -160,6 +235,15 @@ pub struct Metrics {
     pub unknown_rpc_replies: IntCounter,
     pub limits: IntCounterVec,
     pub drain_seconds: Histogram,
+    pub peers_alive: IntGauge,
+    pub bus_requests: IntCounterVec,
+    pub bus_seconds: Histogram,
+    pub bus_replies: IntCounter,
+    pub bus_no_subscriber: IntCounter,
+    pub redis_errors: IntCounterVec,
+    pub reassertions: IntCounter,
+    pub reasserted_sessions: IntCounter,
+    pub swept_records: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -267,6 +351,77 @@ impl Metrics {
                 ))
                 .expect("static metric definition"),
             ),
+            peers_alive: register(
+                &registry,
+                IntGauge::new(
+                    "hostie_peers_alive",
+                    "Nodes whose heartbeat is current, this one included (cluster mode).",
+                )
+                .expect("static metric definition"),
+            ),
+            bus_requests: counter_vec(
+                &registry,
+                "hostie_bus_requests_total",
+                "Port requests sent to other nodes, by result.",
+                "result",
+            ),
+            bus_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hostie_bus_duration_seconds",
+                        "Round trip of a port request to another node, reply included.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("static metric definition"),
+            ),
+            bus_replies: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_bus_replies_total",
+                    "Port requests from other nodes answered by this node.",
+                )
+                .expect("static metric definition"),
+            ),
+            bus_no_subscriber: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_bus_no_subscriber_total",
+                    "Requests whose PUBLISH reached no subscriber (the target node is gone).",
+                )
+                .expect("static metric definition"),
+            ),
+            redis_errors: counter_vec(
+                &registry,
+                "hostie_redis_errors_total",
+                "Failed Redis operations, by operation.",
+                "op",
+            ),
+            reassertions: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_reassertions_total",
+                    "Times this node re-wrote all of its sessions into Redis.",
+                )
+                .expect("static metric definition"),
+            ),
+            reasserted_sessions: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_reasserted_sessions_total",
+                    "Session records re-written into Redis by re-assertions.",
+                )
+                .expect("static metric definition"),
+            ),
+            swept_records: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_swept_records_total",
+                    "Records of dead nodes removed by this node.",
+                )
+                .expect("static metric definition"),
+            ),
             registry,
         };
         m.touch_label_sets();
@@ -290,6 +445,12 @@ impl Metrics {
         }
         for r in [RpcResult::Ok, RpcResult::Error, RpcResult::Timeout] {
             self.rpc_seconds.with_label_values(&[r.as_str()]);
+        }
+        for op in RedisOp::ALL {
+            self.redis_errors.with_label_values(&[op.as_str()]);
+        }
+        for r in BusResult::ALL {
+            self.bus_requests.with_label_values(&[r.as_str()]);
         }
         for k in EventKind::ALL {
             self.frames.with_label_values(&[k.as_str()]);
@@ -320,6 +481,14 @@ impl Metrics {
 
     pub fn registration(&self, r: RegistrationResult) {
         self.registrations.with_label_values(&[r.as_str()]).inc();
+    }
+
+    pub fn redis_error(&self, op: RedisOp) {
+        self.redis_errors.with_label_values(&[op.as_str()]).inc();
+    }
+
+    pub fn bus_request(&self, r: BusResult) {
+        self.bus_requests.with_label_values(&[r.as_str()]).inc();
     }
 
     pub fn limit(&self, l: Limit) {

@@ -75,6 +75,8 @@ pub struct Node {
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
+    /// A registration was kept while the registry could not be written: re-assert soon.
+    dirty: AtomicBool,
 }
 
 impl Node {
@@ -92,6 +94,7 @@ impl Node {
             bus,
             metrics,
             draining: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
         }
     }
 
@@ -154,10 +157,36 @@ impl Node {
                 Err(RegisterError::TokenFull)
             }
             Err(e) => {
-                self.hub.remove(record.session);
-                Err(RegisterError::Registry(e))
+                // The hub is the truth and the registry its cache: keep the session (local
+                // discovery works) and write it when the registry is back.
+                self.dirty.store(true, Ordering::SeqCst);
+                tracing::warn!(session = %record.session, token = %record.token, error = %e, "registry unavailable; session kept locally until it can be re-asserted");
+                Ok(())
             }
         }
+    }
+
+    /// Whether a registration is waiting to be written to the registry; clears the flag.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::SeqCst)
+    }
+
+    /// Writes every local discoverable session into the registry again. Sessions that closed
+    /// while their records were being written are removed again, so a close is never undone.
+    pub async fn reassert_all(&self) -> Result<usize, RegistryError> {
+        let snapshot = self.hub.discoverable_records();
+        if let Err(e) = self.registry.reassert(&snapshot).await {
+            self.dirty.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        for r in snapshot.iter().filter(|r| !self.hub.contains(r.session)) {
+            self.registry.release(&r.token, r.session).await?;
+        }
+        self.metrics.reassertions.inc();
+        self.metrics
+            .reasserted_sessions
+            .inc_by(snapshot.len() as u64);
+        Ok(snapshot.len())
     }
 
     /// Forgets a session that ended: it is never offered again once this returns.
@@ -217,7 +246,9 @@ impl Node {
                 Ok(answer) => {
                     fallback.get_or_insert((record, answer));
                 }
-                Err(BusError::SessionGone) => {}
+                // Gone for sure: the session closed, or its node has no subscriber (dead or
+                // drained). Not an error: with no other candidate the answer is a 404.
+                Err(BusError::SessionGone | BusError::NodeGone(_)) => {}
                 Err(e) => {
                     tracing::debug!(token = %hash, node = %record.node, error = %e, "candidate unreachable");
                     last_error = Some(e);

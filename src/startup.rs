@@ -1,13 +1,15 @@
 //! Build (bind every listener, port 0 allowed) → expose the bound addresses → run until a
 //! shutdown trigger, then drain. `main` and the tests start exactly this.
 
-use crate::bus::{Bus, MemoryNetwork, PortResponder};
+use crate::bus::{Bus, MemoryNetwork, PortResponder, RedisBus};
 use crate::config::Config;
 use crate::http::{self, AppState, client_addr::TrustedProxies};
 use crate::hub::Hub;
+use crate::liveness::{self, LivenessSettings};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeSettings};
-use crate::registry::{MemoryRegistry, NodeId, Registry};
+use crate::registry::keys::Keys;
+use crate::registry::{MemoryRegistry, NodeId, RedisRegistry, Registry};
 use crate::session::SessionSettings;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -17,15 +19,22 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// Where registry and bus live. Nodes given the same in-memory backends form an in-process
-/// cluster (tests); the embedded default is one node alone.
+/// Where registry and bus live. Nodes given the same backends form a cluster: in-process over
+/// memory (tests), or across processes over Redis. The embedded default is one node alone.
 #[derive(Clone)]
 pub enum Backends {
     Memory {
         registry: Arc<MemoryRegistry>,
         network: Arc<MemoryNetwork>,
     },
+    Redis {
+        url: String,
+        prefix: String,
+    },
 }
+
+/// Redis connections a node keeps for commands (publishes included); pub/sub has its own.
+const REDIS_POOL_SIZE: usize = 16;
 
 impl Backends {
     pub fn memory() -> Self {
@@ -35,15 +44,45 @@ impl Backends {
         }
     }
 
-    fn connect(&self, node: &NodeId, hub: &Arc<Hub>) -> (Arc<dyn Registry>, Arc<dyn Bus>) {
+    fn connect(
+        &self,
+        config: &Config,
+        node: &NodeId,
+        hub: &Arc<Hub>,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<(Arc<dyn Registry>, Arc<dyn Bus>)> {
+        let responder: Weak<dyn PortResponder> = Arc::downgrade(hub) as _;
         match self {
-            Self::Memory { registry, network } => {
-                let responder: Weak<dyn PortResponder> = Arc::downgrade(hub) as _;
-                (
-                    registry.clone(),
-                    Arc::new(network.join(node.clone(), responder)),
-                )
+            Self::Memory { registry, network } => Ok((
+                registry.clone(),
+                Arc::new(network.join(node.clone(), responder)),
+            )),
+            Self::Redis { url, prefix } => {
+                // Half the discovery deadline, so that a hung Redis still leaves time to
+                // answer from the hub or with a 503.
+                let op_timeout = (config.rpc_timeout / 2).min(Duration::from_secs(1));
+                let client = redis::Client::open(url.as_str()).context("--redis-url")?;
+                let pool = redis_pool(url, op_timeout)?;
+                let keys = Keys::new(prefix);
+                let registry = RedisRegistry::new(
+                    pool.clone(),
+                    keys.clone(),
+                    node.clone(),
+                    config.heartbeat_ttl,
+                    op_timeout,
+                    metrics.clone(),
+                );
+                let bus =
+                    RedisBus::start(client, pool, keys, node.clone(), responder, metrics.clone());
+                Ok((Arc::new(registry), Arc::new(bus)))
             }
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        match self {
+            Self::Memory { .. } => "embedded",
+            Self::Redis { .. } => "cluster",
         }
     }
 }
@@ -56,19 +95,24 @@ pub struct Application {
     public: Server,
     admin: Server,
     state: web::Data<AppState>,
+    liveness: LivenessSettings,
 }
 
 /// How long actix waits for in-flight requests after the drain, before dropping connections.
 const SERVER_STOP_TIMEOUT_SECS: u64 = 2;
 
 impl Application {
-    /// Builds a node from configuration: embedded memory backends unless `--redis-url`.
+    /// Builds a node from configuration: Redis cluster mode with `--redis-url`, else the
+    /// embedded single node.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            config.redis_url.is_none(),
-            "--redis-url: cluster mode is not part of this build yet; run without it for the embedded single-node mode"
-        );
-        Self::build_with(config, Backends::memory()).await
+        let backends = match &config.redis_url {
+            Some(url) => Backends::Redis {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+            },
+            None => Backends::memory(),
+        };
+        Self::build_with(config, backends).await
     }
 
     /// Builds a node on the given backends, binding every listener.
@@ -80,7 +124,7 @@ impl Application {
             config.fallback_port,
             metrics.clone(),
         ));
-        let (registry, bus) = backends.connect(&node_id, &hub);
+        let (registry, bus) = backends.connect(config, &node_id, &hub, &metrics)?;
         let settings = NodeSettings {
             id: node_id,
             rpc_timeout: config.rpc_timeout,
@@ -94,6 +138,7 @@ impl Application {
             drain_grace: config.drain_grace,
         };
         let node = Arc::new(Node::new(settings, hub, registry, bus, metrics));
+        announce(&node).await;
 
         let state = web::Data::new(AppState {
             node: node.clone(),
@@ -147,7 +192,7 @@ impl Application {
             http = %http_addr,
             tls = ?tls_addr,
             admin = %admin_addr,
-            mode = "embedded",
+            mode = backends.mode(),
             "hostie listening"
         );
         Ok(Self {
@@ -158,6 +203,10 @@ impl Application {
             public: public.run(),
             admin: admin.run(),
             state,
+            liveness: LivenessSettings {
+                interval: config.heartbeat_interval,
+                anti_entropy: config.anti_entropy_interval,
+            },
         })
     }
 
@@ -193,6 +242,7 @@ impl Application {
                 }
             })
         });
+        let liveness = tokio::spawn(liveness::run(self.node.clone(), self.liveness));
         let failed = tokio::select! {
             () = shutdown => None,
             r = &mut public => Some(("public", r)),
@@ -201,6 +251,9 @@ impl Application {
         if let Some(s) = &sweeper {
             s.abort();
         }
+        // Stopped before the drain removes this node's records, so nothing re-asserts them.
+        liveness.abort();
+        let _ = liveness.await;
         if let Some((which, result)) = failed {
             let reason = match result {
                 Ok(Ok(())) => "stopped".to_owned(),
@@ -216,6 +269,34 @@ impl Application {
         let _ = tokio::join!(public, admin);
         tracing::info!(node = %self.node.id(), "stopped");
         Ok(())
+    }
+}
+
+/// A pool of multiplexed Redis connections whose waits, connects and recycles are all bounded
+/// by `op_timeout`, so that a hung Redis cannot hold a request past its deadline.
+pub fn redis_pool(url: &str, op_timeout: Duration) -> anyhow::Result<deadpool_redis::Pool> {
+    let mut config = deadpool_redis::Config::from_url(url);
+    let mut pool = deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE);
+    pool.timeouts.wait = Some(op_timeout);
+    pool.timeouts.create = Some(op_timeout);
+    pool.timeouts.recycle = Some(op_timeout);
+    config.pool = Some(pool);
+    config
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .context("--redis-url: cannot build a connection pool")
+}
+
+/// Before serving: a first heartbeat (so records written from now on are offered) and the
+/// bus subscription, each waited for briefly. Neither is fatal: a node started while Redis is
+/// down serves local sessions, stays unready, and joins when Redis answers.
+async fn announce(node: &Node) {
+    if let Err(e) = node.registry().heartbeat(node.id()).await {
+        tracing::warn!(error = %e, "first heartbeat failed; starting unready");
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while node.bus().check().await.is_err() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -5,6 +5,8 @@
 //! are asked directly.
 
 pub mod memory;
+pub mod message;
+pub mod redis;
 
 use crate::hub::{PortAnswer, SessionGone};
 use crate::registry::{NodeId, SessionId};
@@ -12,6 +14,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use memory::{MemoryBus, MemoryNetwork};
+pub use redis::RedisBus;
 
 /// The owner side of the bus: whatever answers port requests for this node's sessions.
 #[async_trait]

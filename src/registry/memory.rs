@@ -1,6 +1,8 @@
 //! In-memory registry: the embedded single-node mode, and in-process clusters in tests.
 
-use super::{Admission, NodeId, Registry, RegistryError, SessionId, SessionRecord, newest_first};
+use super::{
+    Admission, Heartbeat, NodeId, Registry, RegistryError, SessionId, SessionRecord, newest_first,
+};
 use crate::protocol::TokenHash;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -70,6 +72,37 @@ impl Registry for MemoryRegistry {
     }
 
     async fn check(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
+
+    /// In-process nodes cannot die apart from the process: nothing to detect or sweep.
+    async fn heartbeat(&self, _node: &NodeId) -> Result<Heartbeat, RegistryError> {
+        Ok(Heartbeat {
+            fresh: false,
+            alive: 1,
+            dead: Vec::new(),
+        })
+    }
+
+    async fn sweep(&self, dead: &NodeId) -> Result<usize, RegistryError> {
+        let mut removed = 0;
+        self.lock().retain(|_, list| {
+            let before = list.len();
+            list.retain(|r| &r.node != dead);
+            removed += before - list.len();
+            !list.is_empty()
+        });
+        Ok(removed)
+    }
+
+    async fn reassert(&self, records: &[SessionRecord]) -> Result<(), RegistryError> {
+        let mut tokens = self.lock();
+        for record in records {
+            let list = tokens.entry(record.token).or_default();
+            if !list.iter().any(|r| r.session == record.session) {
+                list.push(record.clone());
+            }
+        }
         Ok(())
     }
 }

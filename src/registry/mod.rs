@@ -5,7 +5,9 @@
 //! by session id: removing a record names the session, so an old owner can never remove a newer
 //! registration of the same token.
 
+pub mod keys;
 pub mod memory;
+pub mod redis;
 
 use crate::protocol::{PeerHint, TokenHash};
 use async_trait::async_trait;
@@ -14,6 +16,7 @@ use std::fmt;
 use uuid::Uuid;
 
 pub use memory::MemoryRegistry;
+pub use redis::RedisRegistry;
 
 /// One registered WebSocket, unique across the cluster and across reconnects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -97,6 +100,28 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Whether commands work, for readiness.
     async fn check(&self) -> Result<(), RegistryError>;
+
+    /// Marks this node alive for another TTL and reports the cluster's view.
+    async fn heartbeat(&self, node: &NodeId) -> Result<Heartbeat, RegistryError>;
+
+    /// Removes the records of a node whose heartbeat ran out (fenced: not if it beat again).
+    /// Returns the number of records removed.
+    async fn sweep(&self, dead: &NodeId) -> Result<usize, RegistryError>;
+
+    /// Writes these records again, whatever the backend lost (restart, flush, failover).
+    /// Never checks caps: these sessions are already live.
+    async fn reassert(&self, records: &[SessionRecord]) -> Result<(), RegistryError>;
+}
+
+/// What one heartbeat learned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The backend had no entry for this node: everything must be re-asserted.
+    pub fresh: bool,
+    /// Nodes alive now (this one included).
+    pub alive: usize,
+    /// Nodes whose heartbeat ran out, to sweep.
+    pub dead: Vec<NodeId>,
 }
 
 /// Sorts records newest first; ties (same microsecond) broken by session id for a stable order.

@@ -1,7 +1,7 @@
 //! Probes, metrics, the status page, drain, and the real binary's interface.
 
 use crate::helpers::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -172,56 +172,21 @@ fn unreadable_tls_files_stop_the_binary_naming_the_flag() {
 
 #[tokio::test]
 async fn sigterm_drains_the_real_process() {
-    init();
-    let admin_port = free_port();
-    let http_port = free_port();
-    let mut child = hostie_bin()
-        .args(["--listen", &format!("127.0.0.1:{http_port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-        .args([
-            "--drain-spread",
-            "100ms",
-            "--drain-grace",
-            "3s",
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let ready = eventually(Duration::from_secs(5), || async {
-        client
-            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "the binary became ready");
-    let addr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let gw = Gateway::connect(addr, GatewayOptions::new(&token("proc"), 1))
+    let mut node = ProcessNode::spawn(&["--drain-spread", "100ms", "--drain-grace", "3s"]).await;
+    let gw = Gateway::connect(node.http, GatewayOptions::new(&token("proc"), 1))
         .await
         .unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    node.signal("-TERM");
     assert_eq!(
         gw.closed_within(Duration::from_secs(3)).await,
         Some(Some(1001))
     );
-    let exited = eventually(Duration::from_secs(5), || {
-        let done = child.try_wait().unwrap().is_some();
-        async move { done }
-    })
-    .await;
-    assert!(exited, "the process exits after draining");
-    assert!(child.wait().unwrap().success());
-    let mut logs = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut logs).unwrap();
+    let status = node.exited_within(Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the process exits 0 after draining"
+    );
+    let logs = node.logs();
     assert!(
         logs.lines()
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
@@ -232,12 +197,4 @@ async fn sigterm_drains_the_real_process() {
         !logs.contains("insecure_proc_"),
         "logs never carry raw tokens"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -1,11 +1,14 @@
 //! Integration tests: real nodes on port 0, real WebSocket and HTTP clients on loopback.
 
 mod helpers;
+mod redis_server;
 
+mod cluster;
 mod discovery;
 mod e2e;
 mod lifecycle;
 mod limits;
 mod registration;
+mod registry_contract;
 mod rpc;
 mod tls;

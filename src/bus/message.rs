@@ -1,0 +1,68 @@
+//! What travels on the node channels. Plain data: session ids and ports, never tokens.
+
+use crate::hub::PortAnswer;
+use crate::registry::{NodeId, SessionId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum BusMessage {
+    /// "Ask your session for its port; answer on my channel within `budget_ms`."
+    Request {
+        id: u64,
+        from: NodeId,
+        session: SessionId,
+        budget_ms: u64,
+    },
+    /// The answer to request `id`; `None` when the session is gone from the owner.
+    Reply { id: u64, answer: Option<PortAnswer> },
+    /// A node is draining: fail over from it at once.
+    Leave { node: NodeId },
+}
+
+impl BusMessage {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("bus messages are plain strings and integers")
+    }
+
+    pub fn decode(payload: &[u8]) -> Option<Self> {
+        serde_json::from_slice(payload).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::PortSource;
+
+    #[test]
+    fn round_trips() {
+        let msgs = [
+            BusMessage::Request {
+                id: 7,
+                from: NodeId("a".into()),
+                session: SessionId::new(),
+                budget_ms: 2500,
+            },
+            BusMessage::Reply {
+                id: 7,
+                answer: Some(PortAnswer {
+                    port: 18789,
+                    source: PortSource::Rpc,
+                }),
+            },
+            BusMessage::Reply {
+                id: 8,
+                answer: None,
+            },
+            BusMessage::Leave {
+                node: NodeId("b".into()),
+            },
+        ];
+        for m in msgs {
+            assert_eq!(BusMessage::decode(m.encode().as_bytes()), Some(m));
+        }
+        assert_eq!(BusMessage::decode(b"{\"t\":\"other\"}"), None);
+        assert_eq!(BusMessage::decode(b"garbage"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! Every Redis key and channel, in one place (a move to Redis Cluster changes only this file
+//! and the scripts that build token keys from node sets).
+//!
+//! | name | type | content |
+//! |---|---|---|
+//! | `{P}:tok:{H}` | hash | session id → [`SessionRecord`](super::SessionRecord) JSON, for token hash `H` (64 hex) |
+//! | `{P}:node:{N}:sessions` | set | `H:session` members of node `N`, to sweep or drain a node |
+//! | `{P}:nodes` | sorted set | node id → alive-until (ms, Redis clock); the heartbeat |
+//! | `{P}:node:{N}` | channel | requests and replies addressed to node `N` |
+//! | `{P}:events` | channel | cluster-wide notices (a node leaving) |
+
+use crate::protocol::TokenHash;
+use crate::registry::{NodeId, SessionId};
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn token(&self, token: &TokenHash) -> String {
+        format!("{}{}", self.token_prefix(), token.to_hex())
+    }
+
+    /// What `remove_node.lua` prepends to a member's token hash to name its token key.
+    pub fn token_prefix(&self) -> String {
+        format!("{}:tok:", self.prefix)
+    }
+
+    pub fn node_sessions(&self, node: &NodeId) -> String {
+        format!("{}:node:{}:sessions", self.prefix, node.0)
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    pub fn node_channel(&self, node: &NodeId) -> String {
+        format!("{}:node:{}", self.prefix, node.0)
+    }
+
+    pub fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// A member of a node's session set.
+    pub fn member(token: &TokenHash, session: SessionId) -> String {
+        format!("{}:{}", token.to_hex(), session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema() {
+        let k = Keys::new("hostie");
+        let h = TokenHash([0xab; 32]);
+        let n = NodeId("a".into());
+        assert_eq!(k.token(&h), format!("hostie:tok:{}", "ab".repeat(32)));
+        assert_eq!(k.node_sessions(&n), "hostie:node:a:sessions");
+        assert_eq!(k.nodes(), "hostie:nodes");
+        assert_eq!(k.node_channel(&n), "hostie:node:a");
+        assert_eq!(k.events_channel(), "hostie:events");
+        let s = SessionId(uuid::Uuid::nil());
+        assert_eq!(
+            Keys::member(&h, s),
+            format!("{}:00000000-0000-0000-0000-000000000000", "ab".repeat(32))
+        );
+    }
+}

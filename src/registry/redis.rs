@@ -1,0 +1,259 @@
+//! The Redis registry: token → session records, node → its members, node heartbeats.
+//!
+//! Atomic steps are Lua scripts (`lua/*.lua`, each documenting its KEYS and ARGV). Every call
+//! is bounded by `op_timeout`, and every failure is counted by operation.
+
+use super::keys::Keys;
+use super::{
+    Admission, Heartbeat, NodeId, Registry, RegistryError, SessionId, SessionRecord, newest_first,
+};
+use crate::metrics::{Metrics, RedisOp};
+use crate::protocol::TokenHash;
+use async_trait::async_trait;
+use deadpool_redis::Pool;
+use redis::Script;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/register.lua")));
+static LOOKUP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lookup.lua")));
+static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+static REMOVE_NODE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/remove_node.lua")));
+
+/// How many dead nodes one heartbeat reports for sweeping.
+const DEAD_PER_BEAT: usize = 16;
+/// Records per pipeline when re-asserting (bounds one Redis reply and one round trip).
+const REASSERT_CHUNK: usize = 1000;
+
+pub struct RedisRegistry {
+    pool: Pool,
+    keys: Keys,
+    node: NodeId,
+    heartbeat_ttl: Duration,
+    op_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl RedisRegistry {
+    pub fn new(
+        pool: Pool,
+        keys: Keys,
+        node: NodeId,
+        heartbeat_ttl: Duration,
+        op_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            pool,
+            keys,
+            node,
+            heartbeat_ttl,
+            op_timeout,
+            metrics,
+        }
+    }
+
+    /// Runs one Redis operation on a pooled connection, bounded and counted.
+    async fn run<T, F, Fut>(&self, op: RedisOp, f: F) -> Result<T, RegistryError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+            f(conn)
+                .await
+                .map_err(|e| RegistryError::Unavailable(e.to_string()))
+        };
+        let result = match tokio::time::timeout(self.op_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(RegistryError::Unavailable(format!(
+                "{} timed out after {:?}",
+                op.as_str(),
+                self.op_timeout
+            ))),
+        };
+        if let Err(e) = &result {
+            self.metrics.redis_error(op);
+            tracing::debug!(op = op.as_str(), error = %e, "redis operation failed");
+        }
+        result
+    }
+}
+
+fn encode(record: &SessionRecord) -> String {
+    serde_json::to_string(record).expect("a record of strings and integers always serializes")
+}
+
+#[async_trait]
+impl Registry for RedisRegistry {
+    async fn register(
+        &self,
+        record: &SessionRecord,
+        max_per_token: usize,
+    ) -> Result<Admission, RegistryError> {
+        let (token_key, set_key, nodes_key) = (
+            self.keys.token(&record.token),
+            self.keys.node_sessions(&record.node),
+            self.keys.nodes(),
+        );
+        let (session, json) = (record.session.to_string(), encode(record));
+        let member = Keys::member(&record.token, record.session);
+        let admitted: i64 = self
+            .run(RedisOp::Register, |mut conn| async move {
+                REGISTER
+                    .key(token_key)
+                    .key(set_key)
+                    .key(nodes_key)
+                    .arg(session)
+                    .arg(json)
+                    .arg(max_per_token)
+                    .arg(member)
+                    .arg(&self.node.0)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(if admitted == 1 {
+            Admission::Admitted
+        } else {
+            Admission::TokenFull
+        })
+    }
+
+    async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError> {
+        let (token_key, set_key) = (self.keys.token(token), self.keys.node_sessions(&self.node));
+        let member = Keys::member(token, session);
+        self.run(RedisOp::Release, |mut conn| async move {
+            redis::pipe()
+                .hdel(token_key, session.to_string())
+                .ignore()
+                .srem(set_key, member)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn candidates(&self, token: &TokenHash) -> Result<Vec<SessionRecord>, RegistryError> {
+        let (token_key, nodes_key) = (self.keys.token(token), self.keys.nodes());
+        let raw: Vec<String> = self
+            .run(RedisOp::Lookup, |mut conn| async move {
+                LOOKUP
+                    .key(token_key)
+                    .key(nodes_key)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let mut records: Vec<SessionRecord> = raw
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        newest_first(&mut records);
+        Ok(records)
+    }
+
+    async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError> {
+        self.remove_node(node, "force", RedisOp::Drain)
+            .await
+            .map(drop)
+    }
+
+    async fn check(&self) -> Result<(), RegistryError> {
+        self.run(RedisOp::Ping, |mut conn| async move {
+            redis::cmd("PING").query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, node: &NodeId) -> Result<Heartbeat, RegistryError> {
+        let nodes_key = self.keys.nodes();
+        let ttl_ms = self.heartbeat_ttl.as_millis() as u64;
+        let reply: Vec<redis::Value> = self
+            .run(RedisOp::Heartbeat, |mut conn| async move {
+                HEARTBEAT
+                    .key(nodes_key)
+                    .arg(&node.0)
+                    .arg(ttl_ms)
+                    .arg(DEAD_PER_BEAT)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        };
+        let dead = reply
+            .iter()
+            .skip(2)
+            .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .map(NodeId)
+            .collect();
+        Ok(Heartbeat {
+            fresh: int(reply.first()) == 1,
+            alive: int(reply.get(1)).max(0) as usize,
+            dead,
+        })
+    }
+
+    async fn sweep(&self, dead: &NodeId) -> Result<usize, RegistryError> {
+        let removed = self.remove_node(dead, "dead", RedisOp::Sweep).await?;
+        Ok(removed.max(0) as usize)
+    }
+
+    async fn reassert(&self, records: &[SessionRecord]) -> Result<(), RegistryError> {
+        for chunk in records.chunks(REASSERT_CHUNK) {
+            let mut pipe = redis::pipe();
+            for r in chunk {
+                pipe.hset(self.keys.token(&r.token), r.session.to_string(), encode(r))
+                    .ignore()
+                    .sadd(
+                        self.keys.node_sessions(&r.node),
+                        Keys::member(&r.token, r.session),
+                    )
+                    .ignore();
+            }
+            self.run(RedisOp::Reassert, |mut conn| async move {
+                pipe.query_async::<()>(&mut conn).await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisRegistry {
+    async fn remove_node(
+        &self,
+        node: &NodeId,
+        mode: &str,
+        op: RedisOp,
+    ) -> Result<i64, RegistryError> {
+        let (nodes_key, set_key, prefix) = (
+            self.keys.nodes(),
+            self.keys.node_sessions(node),
+            self.keys.token_prefix(),
+        );
+        self.run(op, |mut conn| async move {
+            REMOVE_NODE
+                .key(nodes_key)
+                .key(set_key)
+                .arg(&node.0)
+                .arg(prefix)
+                .arg(mode)
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
+    }
+}

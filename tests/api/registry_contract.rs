@@ -1,0 +1,200 @@
+//! The registry contract, run against both implementations: a seeded model test of random
+//! operations compared with a plain model, plus liveness (heartbeat, sweep) on Redis.
+
+use crate::helpers::init;
+use crate::redis_server::RedisServer;
+use hostie::metrics::Metrics;
+use hostie::protocol::{PeerHint, TokenHash};
+use hostie::registry::keys::Keys;
+use hostie::registry::{
+    Admission, MemoryRegistry, NodeId, RedisRegistry, Registry, SessionId, SessionRecord,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CAP: usize = 3;
+
+/// xorshift64*: a reproducible sequence without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    }
+}
+
+fn record(token: TokenHash, node: &NodeId, at: u64) -> SessionRecord {
+    SessionRecord {
+        session: SessionId::new(),
+        node: node.clone(),
+        token,
+        registered_at_us: at,
+        host: "127.0.0.1".into(),
+        port_hint: Some(18789),
+        peer: PeerHint::Ask,
+    }
+}
+
+fn redis_registry(redis: &RedisServer, node: &str, ttl: Duration) -> Arc<dyn Registry> {
+    let pool = hostie::startup::redis_pool(&redis.url(), Duration::from_secs(1)).unwrap();
+    Arc::new(RedisRegistry::new(
+        pool,
+        Keys::new(&redis_prefix(redis)),
+        NodeId(node.into()),
+        ttl,
+        Duration::from_secs(1),
+        Arc::new(Metrics::new("test")),
+    ))
+}
+
+/// One prefix per server: each test starts its own server.
+fn redis_prefix(redis: &RedisServer) -> String {
+    format!("contract{}", redis.port)
+}
+
+async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
+    let nodes: Vec<NodeId> = ["a", "b", "c"]
+        .iter()
+        .map(|n| NodeId((*n).into()))
+        .collect();
+    for n in &nodes {
+        registry.heartbeat(n).await.unwrap();
+    }
+    let tokens: Vec<TokenHash> = (0..5u8).map(|i| TokenHash([i; 32])).collect();
+    let mut model: HashMap<TokenHash, Vec<SessionRecord>> = HashMap::new();
+    let mut rng = Rng(seed);
+    let mut clock = 1_000_000u64;
+    for step in 0..400 {
+        let token = tokens[rng.below(tokens.len())];
+        match rng.below(10) {
+            0..=3 => {
+                clock += 1 + rng.below(3) as u64;
+                let r = record(token, &nodes[rng.below(nodes.len())], clock);
+                let got = registry.register(&r, CAP).await.unwrap();
+                let list = model.entry(token).or_default();
+                let want = if list.len() < CAP {
+                    list.push(r);
+                    Admission::Admitted
+                } else {
+                    Admission::TokenFull
+                };
+                assert_eq!(got, want, "step {step}: register");
+            }
+            4..=5 => {
+                let list = model.entry(token).or_default();
+                // Fenced: releasing an id that is not there removes nothing.
+                let session = if list.is_empty() || rng.below(4) == 0 {
+                    SessionId::new()
+                } else {
+                    list.remove(rng.below(list.len())).session
+                };
+                registry.release(&token, session).await.unwrap();
+            }
+            6 => {
+                let node = &nodes[rng.below(nodes.len())];
+                registry.release_node(node).await.unwrap();
+                for list in model.values_mut() {
+                    list.retain(|r| &r.node != node);
+                }
+                registry.heartbeat(node).await.unwrap();
+            }
+            _ => {}
+        }
+        let mut want = model.get(&token).cloned().unwrap_or_default();
+        hostie::registry::newest_first(&mut want);
+        let got = registry.candidates(&token).await.unwrap();
+        assert_eq!(got, want, "step {step}: candidates newest first");
+    }
+    // Re-assertion restores exactly what was lost.
+    let everything: Vec<SessionRecord> = model.values().flatten().cloned().collect();
+    for n in &nodes {
+        registry.release_node(n).await.unwrap();
+        registry.heartbeat(n).await.unwrap();
+    }
+    registry.reassert(&everything).await.unwrap();
+    for token in &tokens {
+        let mut want = model.get(token).cloned().unwrap_or_default();
+        hostie::registry::newest_first(&mut want);
+        assert_eq!(registry.candidates(token).await.unwrap(), want);
+    }
+}
+
+#[tokio::test]
+async fn memory_registry_keeps_the_contract() {
+    for seed in [1, 42, 0xDEAD_BEEF] {
+        model_test(Arc::new(MemoryRegistry::new()), seed).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_registry_keeps_the_contract() {
+    init();
+    let redis = RedisServer::start();
+    for seed in [1, 42, 0xDEAD_BEEF] {
+        assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+        model_test(redis_registry(&redis, "a", Duration::from_secs(60)), seed).await;
+    }
+}
+
+#[tokio::test]
+async fn dead_nodes_are_hidden_at_once_and_swept_only_while_dead() {
+    init();
+    let redis = RedisServer::start();
+    let short = redis_registry(&redis, "short", Duration::from_millis(300));
+    let long = redis_registry(&redis, "long", Duration::from_secs(60));
+    let (dying, living) = (NodeId("short".into()), NodeId("long".into()));
+    short.heartbeat(&dying).await.unwrap();
+    let hb = long.heartbeat(&living).await.unwrap();
+    assert!(hb.fresh, "a node's first beat is fresh");
+    assert!(!long.heartbeat(&living).await.unwrap().fresh);
+    let token = TokenHash([9; 32]);
+    let old = record(token, &dying, 1);
+    let new = record(token, &living, 2);
+    assert_eq!(
+        short.register(&old, CAP).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(long.register(&new, CAP).await.unwrap(), Admission::Admitted);
+    assert_eq!(long.candidates(&token).await.unwrap().len(), 2);
+    // Not dead yet: a sweep is fenced off.
+    assert_eq!(long.sweep(&dying).await.unwrap(), 0);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Hidden from lookups as soon as its TTL ran out, before any sweep.
+    assert_eq!(long.candidates(&token).await.unwrap(), vec![new.clone()]);
+    let hb = long.heartbeat(&living).await.unwrap();
+    assert_eq!(hb.dead, vec![dying.clone()]);
+    assert_eq!(hb.alive, 1);
+    assert_eq!(long.sweep(&dying).await.unwrap(), 1);
+    assert!(long.heartbeat(&living).await.unwrap().dead.is_empty());
+    let pfx = redis_prefix(&redis);
+    assert_eq!(
+        redis.cli(&["HLEN", &Keys::new(&pfx).token(&token)]).trim(),
+        "1"
+    );
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", &format!("{pfx}:node:short:sessions")])
+            .trim(),
+        "0"
+    );
+
+    // A node that beats again after being swept is fresh: it must re-assert.
+    assert!(short.heartbeat(&dying).await.unwrap().fresh);
+}
+
+#[tokio::test]
+async fn redis_down_is_an_error_not_an_empty_answer() {
+    init();
+    let mut redis = RedisServer::start();
+    let registry = redis_registry(&redis, "a", Duration::from_secs(60));
+    registry.check().await.unwrap();
+    redis.stop();
+    assert!(registry.check().await.is_err());
+    assert!(registry.candidates(&TokenHash([1; 32])).await.is_err());
+    assert!(registry.heartbeat(&NodeId("a".into())).await.is_err());
+}
