@@ -51,6 +51,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod redis_conn;
 pub mod registry;
 pub mod rpc_table;
 pub mod session;

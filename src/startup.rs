@@ -8,6 +8,7 @@ use crate::hub::Hub;
 use crate::liveness::{self, LivenessSettings};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeSettings};
+use crate::redis_conn::RedisConns;
 use crate::registry::keys::Keys;
 use crate::registry::{MemoryRegistry, NodeId, RedisRegistry, Registry};
 use crate::session::SessionSettings;
@@ -62,18 +63,23 @@ impl Backends {
                 // answer from the hub or with a 503.
                 let op_timeout = (config.rpc_timeout / 2).min(Duration::from_secs(1));
                 let client = redis::Client::open(url.as_str()).context("--redis-url")?;
-                let pool = redis_pool(url, op_timeout)?;
+                let conns = Arc::new(RedisConns::new(redis_pool(url, op_timeout)?, op_timeout));
                 let keys = Keys::new(prefix);
                 let registry = RedisRegistry::new(
-                    pool.clone(),
+                    conns.clone(),
                     keys.clone(),
                     node.clone(),
                     config.heartbeat_ttl,
-                    op_timeout,
                     metrics.clone(),
                 );
-                let bus =
-                    RedisBus::start(client, pool, keys, node.clone(), responder, metrics.clone());
+                let bus = RedisBus::start(
+                    client,
+                    conns,
+                    keys,
+                    node.clone(),
+                    responder,
+                    metrics.clone(),
+                );
                 Ok((Arc::new(registry), Arc::new(bus)))
             }
         }

@@ -10,10 +10,10 @@ use super::message::BusMessage;
 use super::{Bus, BusError, PortResponder};
 use crate::hub::PortAnswer;
 use crate::metrics::{BusResult, Metrics, RedisOp};
+use crate::redis_conn::RedisConns;
 use crate::registry::keys::Keys;
 use crate::registry::{NodeId, SessionId};
 use async_trait::async_trait;
-use deadpool_redis::Pool;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +30,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 struct Shared {
-    pool: Pool,
+    conns: Arc<RedisConns>,
     keys: Keys,
     node: NodeId,
     pending: Mutex<PendingMap>,
@@ -47,19 +47,19 @@ impl Shared {
     /// PUBLISH through the pool; the number of subscribers that received it.
     async fn publish(&self, channel: String, msg: &BusMessage) -> Result<i64, BusError> {
         let payload = msg.encode();
-        let result = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
+        let result = self
+            .conns
+            .run(|mut conn| async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await;
         result.map_err(|e| {
             self.metrics.redis_error(RedisOp::Publish);
-            BusError::Unavailable(e)
+            BusError::Unavailable(e.to_string())
         })
     }
 }
@@ -86,14 +86,14 @@ impl RedisBus {
     /// Starts the subscriber for this node's channel and the cluster events channel.
     pub fn start(
         client: redis::Client,
-        pool: Pool,
+        conns: Arc<RedisConns>,
         keys: Keys,
         node: NodeId,
         responder: Weak<dyn PortResponder>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let shared = Arc::new(Shared {
-            pool,
+            conns,
             keys,
             node,
             pending: Mutex::default(),

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::metrics::{Metrics, RedisOp};
 use crate::protocol::TokenHash;
+use crate::redis_conn::RedisConns;
 use async_trait::async_trait;
-use deadpool_redis::Pool;
 use redis::Script;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -29,57 +29,41 @@ const DEAD_PER_BEAT: usize = 16;
 const REASSERT_CHUNK: usize = 1000;
 
 pub struct RedisRegistry {
-    pool: Pool,
+    conns: Arc<RedisConns>,
     keys: Keys,
     node: NodeId,
     heartbeat_ttl: Duration,
-    op_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl RedisRegistry {
     pub fn new(
-        pool: Pool,
+        conns: Arc<RedisConns>,
         keys: Keys,
         node: NodeId,
         heartbeat_ttl: Duration,
-        op_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            pool,
+            conns,
             keys,
             node,
             heartbeat_ttl,
-            op_timeout,
             metrics,
         }
     }
 
-    /// Runs one Redis operation on a pooled connection, bounded and counted.
+    /// Runs one Redis operation, bounded and counted.
     async fn run<T, F, Fut>(&self, op: RedisOp, f: F) -> Result<T, RegistryError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-            f(conn)
-                .await
-                .map_err(|e| RegistryError::Unavailable(e.to_string()))
-        };
-        let result = match tokio::time::timeout(self.op_timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(RegistryError::Unavailable(format!(
-                "{} timed out after {:?}",
-                op.as_str(),
-                self.op_timeout
-            ))),
-        };
+        let result = self
+            .conns
+            .run(f)
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("{}: {e}", op.as_str())));
         if let Err(e) = &result {
             self.metrics.redis_error(op);
             tracing::debug!(op = op.as_str(), error = %e, "redis operation failed");

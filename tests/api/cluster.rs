@@ -402,3 +402,79 @@ async fn monitor_never_shows_a_raw_token() {
         "a raw token reached Redis"
     );
 }
+
+/// The commands clients sent (not those run inside scripts) between two `ECHO` markers of a
+/// MONITOR log.
+fn commands_between(log: &str, start: &str, end: &str) -> Vec<String> {
+    log.lines()
+        .skip_while(|l| !l.contains(start))
+        .skip(1)
+        .take_while(|l| !l.contains(end))
+        .filter(|l| !l.contains(" lua]"))
+        .filter_map(|l| l.split("] ").nth(1))
+        .filter_map(|cmd| cmd.split_whitespace().next())
+        .map(|c| c.trim_matches('"').to_uppercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn round_trip_budget_registration_discovery_release() {
+    let redis = RedisServer::start();
+    let pfx = prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        // Long timers: no heartbeat or anti-entropy traffic inside the measured windows.
+        let mut c = cluster_config(&redis, &pfx);
+        c.heartbeat_interval = Duration::from_secs(20);
+        c.heartbeat_ttl = Duration::from_secs(60);
+        nodes.push(spawn_node(c).await);
+    }
+    // Warm up: scripts loaded, connections made.
+    let warm = token("warm");
+    let _w = Gateway::connect(nodes[0].http, GatewayOptions::new(&warm, 1))
+        .await
+        .unwrap();
+    assert_eq!(nodes[1].discover(&warm).await.0, 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("monitor.log");
+    let mut monitor = redis.monitor(&log_path);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = token("budget");
+    redis.cli(&["ECHO", "m1"]);
+    let gw = Gateway::connect(nodes[0].http, GatewayOptions::new(&t, 2))
+        .await
+        .unwrap();
+    redis.cli(&["ECHO", "m2"]);
+    assert_eq!(nodes[1].discover(&t).await.0, 200);
+    redis.cli(&["ECHO", "m3"]);
+    gw.close();
+    assert!(gw.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            nodes[0].node.live_sessions() == 1
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.cli(&["ECHO", "m4"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+
+    let register = commands_between(&log, "\"m1\"", "\"m2\"");
+    assert_eq!(
+        register,
+        ["EVALSHA"],
+        "registration is one script call:\n{log}"
+    );
+    let discovery = commands_between(&log, "\"m2\"", "\"m3\"");
+    assert_eq!(
+        discovery,
+        ["EVALSHA", "PUBLISH", "PUBLISH"],
+        "cross-node discovery: lookup, request, reply:\n{log}"
+    );
+    let release = commands_between(&log, "\"m3\"", "\"m4\"");
+    assert_eq!(release, ["HDEL", "SREM"], "release is one pipeline:\n{log}");
+}

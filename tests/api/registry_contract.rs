@@ -5,6 +5,7 @@ use crate::helpers::init;
 use crate::redis_server::RedisServer;
 use hostie::metrics::Metrics;
 use hostie::protocol::{PeerHint, TokenHash};
+use hostie::redis_conn::RedisConns;
 use hostie::registry::keys::Keys;
 use hostie::registry::{
     Admission, MemoryRegistry, NodeId, RedisRegistry, Registry, SessionId, SessionRecord,
@@ -40,13 +41,13 @@ fn record(token: TokenHash, node: &NodeId, at: u64) -> SessionRecord {
 }
 
 fn redis_registry(redis: &RedisServer, node: &str, ttl: Duration) -> Arc<dyn Registry> {
-    let pool = hostie::startup::redis_pool(&redis.url(), Duration::from_secs(1)).unwrap();
+    let op_timeout = Duration::from_secs(1);
+    let pool = hostie::startup::redis_pool(&redis.url(), op_timeout).unwrap();
     Arc::new(RedisRegistry::new(
-        pool,
+        Arc::new(RedisConns::new(pool, op_timeout)),
         Keys::new(&redis_prefix(redis)),
         NodeId(node.into()),
         ttl,
-        Duration::from_secs(1),
         Arc::new(Metrics::new("test")),
     ))
 }

@@ -1,0 +1,95 @@
+//! Redis command connections: created by the deadpool-redis pool, then shared.
+//!
+//! deadpool-redis checks every connection it hands out with an `UNWATCH`+`PING` round trip,
+//! which would double the Redis round trips of every discovery (design budget: lookup, request
+//! publish, reply publish). A `MultiplexedConnection` is built to be shared by many tasks, so
+//! the node keeps a few of them, taken from the pool once, and drops one only when it fails;
+//! the next command gets a fresh one from the pool (whose connect is bounded by its timeouts).
+
+use deadpool_redis::{Connection, Pool};
+use redis::aio::MultiplexedConnection;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Shared connections per node; commands are spread over them round-robin.
+const SHARED: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no Redis connection: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+pub struct RedisConns {
+    pool: Pool,
+    slots: [Mutex<Option<MultiplexedConnection>>; SHARED],
+    next: AtomicUsize,
+    op_timeout: Duration,
+}
+
+impl RedisConns {
+    pub fn new(pool: Pool, op_timeout: Duration) -> Self {
+        Self {
+            pool,
+            slots: Default::default(),
+            next: AtomicUsize::new(0),
+            op_timeout,
+        }
+    }
+
+    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        // The slot holds an Option that is replaced whole: never half-written.
+        self.slots[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn connection(&self, i: usize) -> Result<MultiplexedConnection, CommandError> {
+        if let Some(conn) = self.slot(i).clone() {
+            return Ok(conn);
+        }
+        let fresh = Connection::take(
+            self.pool
+                .get()
+                .await
+                .map_err(|e| CommandError::Connect(e.to_string()))?,
+        );
+        *self.slot(i) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Runs one command (or pipeline, or script) on a shared connection, bounded by the
+    /// operation timeout. A connection that failed or hung is dropped.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, CommandError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % SHARED;
+        let attempt = async {
+            let conn = self.connection(i).await?;
+            f(conn).await.map_err(CommandError::from)
+        };
+        let result = tokio::time::timeout(self.op_timeout, attempt)
+            .await
+            .unwrap_or(Err(CommandError::Timeout(self.op_timeout)));
+        let broken = match &result {
+            Err(CommandError::Redis(e)) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+            }
+            Err(CommandError::Timeout(_)) => true,
+            _ => false,
+        };
+        if broken {
+            self.slot(i).take();
+        }
+        result
+    }
+}
