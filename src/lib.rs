@@ -13,8 +13,9 @@
 //!   requests.
 //! - [`hub`]: the node's local table, token → sessions, and the handle to ask a session.
 //! - [`registry`]: the cluster-wide record of which node holds which session (trait; in-memory
-//!   implementation for the embedded mode).
-//! - [`bus`]: node-to-node "ask session S for its port" (trait; in-memory implementation).
+//!   and Redis implementations, the same contract tests for both).
+//! - [`bus`]: node-to-node "ask session S for its port" (trait; in-memory and Redis pub/sub).
+//! - [`liveness`]: heartbeat, sweep of dead peers, re-assertion (cluster mode).
 //! - [`node`]: the only module that knows hub, registry and bus: admits registrations,
 //!   resolves discoveries, drains.
 //! - [`http`]: actix-web handlers; [`http::error`] is the one place errors become statuses.
@@ -36,12 +37,28 @@
 //!    does better (200, `fallback`/`timeout`). No live session: 404 with the all-zero body.
 //!    Registry or bus failure: 503 with `Retry-After`.
 //!
+//! In cluster mode step 2 is one Lua call (`registry/lua/lookup.lua`) that returns only records
+//! of nodes whose heartbeat is current, and a remote ask in step 3 is a PUBLISH on the owner's
+//! channel answered by a PUBLISH on ours ([`bus::redis`]): at most 3 Redis round trips.
+//!
 //! ## Shared state
 //!
-//! Tokens are never stored or logged in the clear: records and logs carry [`protocol::TokenHash`]
-//! (logs show its first 8 hex digits). The embedded mode keeps the registry in memory; Redis keys
-//! and channels arrive with cluster mode, behind the same [`registry::Registry`] and
-//! [`bus::Bus`] traits.
+//! Tokens are never stored or logged in the clear: records, bus messages and logs carry
+//! [`protocol::TokenHash`] (logs show its first 8 hex digits). The embedded mode keeps the
+//! registry in memory. Cluster mode keeps it in Redis under `--redis-prefix` `P`:
+//!
+//! | key / channel | type | content |
+//! |---|---|---|
+//! | `P:tok:H` | hash | session id → [`registry::SessionRecord`] JSON, token hash `H` (hex) |
+//! | `P:node:N:sessions` | set | `H:session` members of node `N` (drain, sweep) |
+//! | `P:nodes` | sorted set | node id → alive-until in ms of Redis's clock (heartbeat) |
+//! | `P:node:N` | channel | [`bus::message::BusMessage`] requests to `N`, replies to `N` |
+//! | `P:events` | channel | `Leave` notices of draining nodes |
+//!
+//! The hub is the truth; Redis is a cache rebuilt from it: [`liveness`] re-asserts every session
+//! whenever Redis lost this node's entry (restart, flush, failover) or an outage ended, and
+//! sweeps the records of nodes whose heartbeat ran out. Command connections are shared
+//! ([`redis_conn`]); the subscriber has its own.
 
 pub mod bus;
 pub mod config;
