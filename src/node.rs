@@ -7,11 +7,11 @@
 use crate::bus::{Bus, BusError};
 use crate::hub::{Hub, NodeFull, PortAnswer, PortSource, SessionCmd};
 use crate::metrics::{DiscoveryOutcome, Limit, Metrics};
-use crate::protocol::{HostieAnswer, Token};
-use crate::registry::{Admission, NodeId, Registry, RegistryError, SessionRecord};
+use crate::protocol::{HostieAnswer, Token, TokenHash};
+use crate::registry::{Admission, NodeId, Registry, RegistryError, SessionId, SessionRecord};
 use crate::session::SessionSettings;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -77,6 +77,9 @@ pub struct Node {
     draining: AtomicBool,
     /// A registration was kept while the registry could not be written: re-assert soon.
     dirty: AtomicBool,
+    /// Records of closed sessions whose removal failed (registry unreachable), retried by the
+    /// next re-assertion so that a stale record never outlives an outage.
+    unreleased: Mutex<Vec<(TokenHash, SessionId)>>,
 }
 
 impl Node {
@@ -95,6 +98,7 @@ impl Node {
             metrics,
             draining: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            unreleased: Mutex::default(),
         }
     }
 
@@ -166,6 +170,11 @@ impl Node {
         }
     }
 
+    fn unreleased_lock(&self) -> MutexGuard<'_, Vec<(TokenHash, SessionId)>> {
+        // Pushes and whole takes only: consistent even after a panic elsewhere.
+        self.unreleased.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether a registration is waiting to be written to the registry; clears the flag.
     pub fn take_dirty(&self) -> bool {
         self.dirty.swap(false, Ordering::SeqCst)
@@ -179,8 +188,19 @@ impl Node {
             self.dirty.store(true, Ordering::SeqCst);
             return Err(e);
         }
-        for r in snapshot.iter().filter(|r| !self.hub.contains(r.session)) {
-            self.registry.release(&r.token, r.session).await?;
+        let mut gone: Vec<_> = std::mem::take(&mut *self.unreleased_lock());
+        gone.extend(
+            snapshot
+                .iter()
+                .filter(|r| !self.hub.contains(r.session))
+                .map(|r| (r.token, r.session)),
+        );
+        for (i, (token, session)) in gone.iter().enumerate() {
+            if let Err(e) = self.registry.release(token, *session).await {
+                self.unreleased_lock().extend_from_slice(&gone[i..]);
+                self.dirty.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
         }
         self.metrics.reassertions.inc();
         self.metrics
@@ -193,7 +213,9 @@ impl Node {
     pub async fn release(&self, record: &SessionRecord) {
         self.hub.remove(record.session);
         if let Err(e) = self.registry.release(&record.token, record.session).await {
-            tracing::warn!(session = %record.session, token = %record.token, error = %e, "could not remove session record");
+            tracing::warn!(session = %record.session, token = %record.token, error = %e, "could not remove session record; retrying when the registry answers");
+            self.unreleased_lock().push((record.token, record.session));
+            self.dirty.store(true, Ordering::SeqCst);
         }
     }
 

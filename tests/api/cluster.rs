@@ -478,3 +478,41 @@ async fn round_trip_budget_registration_discovery_release() {
     let release = commands_between(&log, "\"m3\"", "\"m4\"");
     assert_eq!(release, ["HDEL", "SREM"], "release is one pipeline:\n{log}");
 }
+
+#[tokio::test]
+async fn a_close_that_redis_missed_is_removed_once_redis_answers() {
+    let redis = RedisServer::start();
+    let pfx = prefix();
+    let nodes = spawn_cluster(2, &redis, &pfx).await;
+    let t = token("missed");
+    let gw = Gateway::connect(nodes[0].http, GatewayOptions::new(&t, 1))
+        .await
+        .unwrap();
+    assert_eq!(nodes[1].discover(&t).await.0, 200);
+    let key = format!(
+        "{pfx}:tok:{}",
+        hostie::protocol::Token::new(t.clone())
+            .unwrap()
+            .hash()
+            .to_hex()
+    );
+    assert_eq!(redis.cli(&["HLEN", &key]).trim(), "1");
+    // Redis stops answering writes (data kept), the gateway leaves meanwhile.
+    redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    gw.close();
+    assert!(gw.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            nodes[0].node.live_sessions() == 0
+        })
+        .await
+    );
+    // The removal failed during the pause; it is retried when Redis answers again.
+    assert!(nodes[0].metric("hostie_redis_errors_total{op=\"release\"}").await >= 1.0);
+    let cleaned = eventually(Duration::from_secs(5), || async {
+        redis.cli(&["HLEN", &key]).trim() == "0"
+    })
+    .await;
+    assert!(cleaned, "the stale record was removed after the pause");
+    assert_eq!(nodes[1].discover(&t).await.0, 404);
+}
