@@ -508,7 +508,12 @@ async fn a_close_that_redis_missed_is_removed_once_redis_answers() {
         .await
     );
     // The removal failed during the pause; it is retried when Redis answers again.
-    assert!(nodes[0].metric("hostie_redis_errors_total{op=\"release\"}").await >= 1.0);
+    assert!(
+        nodes[0]
+            .metric("hostie_redis_errors_total{op=\"release\"}")
+            .await
+            >= 1.0
+    );
     let cleaned = eventually(Duration::from_secs(5), || async {
         redis.cli(&["HLEN", &key]).trim() == "0"
     })
