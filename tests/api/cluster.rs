@@ -275,6 +275,18 @@ async fn sigterm_drains_a_cluster_node_without_waiting_for_its_ttl() {
     assert_eq!(redis.cli(&["ZCARD", &format!("{pfx}:nodes")]).trim(), "1");
 }
 
+/// Whether every node answers every `(token, port)`.
+async fn every_node_answers(nodes: &[TestNode], expected: &[(&String, u16)]) -> bool {
+    for node in nodes {
+        for (t, port) in expected {
+            if node.discover(t).await.1["port"] != *port {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 #[tokio::test]
 async fn redis_outage_keeps_sessions_and_restart_or_flush_rebuilds_everything() {
     let mut redis = RedisServer::start();
@@ -331,17 +343,7 @@ async fn redis_outage_keeps_sessions_and_restart_or_flush_rebuilds_everything() 
     // Back, empty: every node re-asserts and resubscribes within 5 s.
     redis.restart_empty();
     let all = [(&ta, 1001), (&tb, 1002), (&tc, 1003)];
-    let whole = eventually(Duration::from_secs(5), || async {
-        for node in &nodes {
-            for (t, port) in all {
-                if node.discover(t).await.1["port"] != port {
-                    return false;
-                }
-            }
-        }
-        true
-    })
-    .await;
+    let whole = eventually(Duration::from_secs(5), || every_node_answers(&nodes, &all)).await;
     assert!(whole, "everything discoverable within 5 s of the restart");
     for node in &nodes {
         assert_eq!(node.admin_get("/readyz").await.0, 200);
@@ -350,17 +352,7 @@ async fn redis_outage_keeps_sessions_and_restart_or_flush_rebuilds_everything() 
 
     // FLUSHALL: likewise.
     assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
-    let whole = eventually(Duration::from_secs(5), || async {
-        for node in &nodes {
-            for (t, port) in all {
-                if node.discover(t).await.1["port"] != port {
-                    return false;
-                }
-            }
-        }
-        true
-    })
-    .await;
+    let whole = eventually(Duration::from_secs(5), || every_node_answers(&nodes, &all)).await;
     assert!(whole, "everything discoverable within 5 s of FLUSHALL");
 }
 
