@@ -225,6 +225,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     pub sessions: IntGauge,
+    pub max_sessions: IntGauge,
     pub registrations: IntCounterVec,
     pub closes: IntCounterVec,
     pub discoveries: IntCounterVec,
@@ -284,6 +285,14 @@ impl Metrics {
                 IntGauge::new(
                     "hostie_sessions",
                     "Live registered WebSocket sessions on this node.",
+                )
+                .expect("static metric definition"),
+            ),
+            max_sessions: register(
+                &registry,
+                IntGauge::new(
+                    "hostie_max_sessions",
+                    "This node's --max-sessions limit (for 'near the limit' alerts).",
                 )
                 .expect("static metric definition"),
             ),

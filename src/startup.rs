@@ -124,6 +124,7 @@ impl Application {
     /// Builds a node on the given backends, binding every listener.
     pub async fn build_with(config: &Config, backends: Backends) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+        metrics.max_sessions.set(config.max_sessions as i64);
         let node_id = NodeId(config.node_id());
         let hub = Arc::new(Hub::new(
             config.max_sessions as usize,

@@ -39,6 +39,7 @@ async fn metrics_expose_the_documented_series() {
     assert_eq!(status, 200);
     for name in [
         "hostie_sessions ",
+        "hostie_max_sessions 20000",
         "hostie_registrations_total{result=\"accepted\"}",
         "hostie_session_closes_total{reason=\"drain\"}",
         "hostie_discoveries_total{outcome=\"hit\"}",
