@@ -167,7 +167,6 @@ impl Application {
                 .configure(http::public_routes)
         })
         .workers(workers)
-        .backlog(4096)
         .client_request_timeout(config.handshake_timeout)
         .shutdown_timeout(SERVER_STOP_TIMEOUT_SECS)
         .disable_signals()
@@ -307,6 +306,19 @@ async fn announce(node: &Node) {
     }
 }
 
+/// Connections the kernel queues for a listener before it drops SYNs. std's `bind` listens with
+/// 128, which overflows when a few hundred gateways reconnect at once (a dropped SYN costs the
+/// client a 1 s retransmit); actix's own backlog setting only applies to addresses it binds.
+const LISTEN_BACKLOG: i32 = 4096;
+
 fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).with_context(|| format!("{flag}: cannot listen on {addr}"))
+    use socket2::{Domain, Socket, Type};
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        Ok(socket.into())
+    };
+    listen().with_context(|| format!("{flag}: cannot listen on {addr}"))
 }
