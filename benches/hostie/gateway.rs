@@ -1,0 +1,163 @@
+//! Simulated gateways: WebSocket clients that register like wechaty's `Io` (the captured
+//! handshake), answer `getHostieGrpcPort` with their port, ping every `ping` like the real
+//! client, and on a close reconnect with the real client's backoff (1, 3, 9, … ms) to the next
+//! address, as a load balancer would send them.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, http::Request};
+
+/// The token of gateway `i`.
+pub fn token(prefix: &str, i: usize) -> String {
+    format!("{prefix}_{i:06}")
+}
+
+pub struct Fleet {
+    /// Sessions currently registered.
+    pub connected: Arc<AtomicUsize>,
+    /// Sessions that were closed by the server and registered again.
+    pub reconnects: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+pub struct FleetSpec {
+    /// Where gateway `i` registers first: `addrs[i % len]`.
+    pub addrs: Vec<SocketAddr>,
+    /// Where it reconnects after a close (empty: `addrs`), spread like a load balancer would.
+    pub reconnect_to: Vec<SocketAddr>,
+    pub prefix: String,
+    pub from: usize,
+    pub count: usize,
+    pub port: u16,
+    pub ping: Duration,
+    /// Handshakes in flight at once.
+    pub parallel: usize,
+}
+
+/// Small buffers: the fleet holds thousands of idle connections in one process.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+}
+
+/// One registration; `Err` when refused or unreachable.
+async fn connect(
+    addr: SocketAddr,
+    token: &str,
+    port: u16,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let req = Request::builder()
+        .uri(format!("ws://{addr}/v0/websocket"))
+        .header("Authorization", format!("Token {token}"))
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", generate_key())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Protocol", format!("io|0.0.1|bench||{port}"))
+        .header("Host", addr.to_string())
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config()))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// Serves one registered session until the server closes it.
+async fn serve(mut ws: tokio_tungstenite::WebSocketStream<TcpStream>, port: u16, ping: Duration) {
+    let sys = json!({"name":"sys","payload":"Wechaty version 1.20.2 with CUID: bench"}).to_string();
+    if ws.send(Message::text(sys)).await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                    if v["name"] == "jsonrpc" && v["payload"]["method"] == "getHostieGrpcPort" {
+                        let reply = json!({"name":"jsonrpc","payload":{"id":v["payload"]["id"],"jsonrpc":"2.0","result":port}});
+                        if ws.send(Message::text(reply.to_string())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = tick.tick() => {
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The real `Io` client's reconnect delays (ms), then 19683 ms forever.
+fn backoff(attempt: usize) -> Duration {
+    Duration::from_millis(3u64.pow(attempt.min(9) as u32))
+}
+
+/// Starts the fleet; every gateway keeps itself registered (bounded by `stop`).
+pub fn start(spec: FleetSpec, stop: tokio_util::sync::CancellationToken) -> Fleet {
+    let connected = Arc::new(AtomicUsize::new(0));
+    let reconnects = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(spec.parallel));
+    for i in spec.from..spec.from + spec.count {
+        let (spec, stop) = (spec.clone(), stop.clone());
+        let (connected, reconnects, gate) = (connected.clone(), reconnects.clone(), gate.clone());
+        tokio::spawn(async move {
+            let token = token(&spec.prefix, i);
+            let mut attempt = 0usize;
+            let mut registered_before = false;
+            let mut tries = 0usize;
+            while !stop.is_cancelled() {
+                let target = if registered_before && !spec.reconnect_to.is_empty() {
+                    spec.reconnect_to[(i + tries) % spec.reconnect_to.len()]
+                } else {
+                    spec.addrs[(i + tries) % spec.addrs.len()]
+                };
+                tries += 1;
+                let permit = gate.acquire().await.expect("the semaphore is never closed");
+                let result = connect(target, &token, spec.port).await;
+                drop(permit);
+                match result {
+                    Ok(ws) => {
+                        attempt = 0;
+                        if registered_before {
+                            reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        registered_before = true;
+                        connected.fetch_add(1, Ordering::Relaxed);
+                        tokio::select! {
+                            () = serve(ws, spec.port, spec.ping) => {}
+                            () = stop.cancelled() => {}
+                        }
+                        connected.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        });
+    }
+    Fleet {
+        connected,
+        reconnects,
+    }
+}

@@ -1,0 +1,143 @@
+//! hostie's benchmark, against the machine's floor measured in the same run.
+//!
+//! `cargo bench --bench hostie` (full) or `cargo bench --bench hostie -- --smoke` (seconds).
+//! One machine runs everything: `redis-server`, release builds of hostie as separate
+//! processes, simulated gateways in worker processes (this binary with `--gateway-worker`, so
+//! that no process holds more than ≈10k sockets), and the HTTP load generator. All traffic is
+//! on loopback and every loop is bounded in time and count.
+
+#[path = "../../tests/api/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+mod gateway;
+mod load;
+mod procs;
+mod report;
+mod scenarios;
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(about = "hostie benchmark")]
+pub struct Args {
+    /// A few seconds with small counts (run by the test command so the bench cannot rot).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Registered tokens for the discovery scenarios.
+    #[arg(long, default_value_t = 10_000)]
+    pub tokens: usize,
+    /// Sessions held by one node for the memory, idle CPU and node-kill scenarios.
+    #[arg(long, default_value_t = 19_000)]
+    pub idle_sessions: usize,
+    /// Length of each load run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Window of the idle CPU measurement.
+    #[arg(long, default_value_t = 30)]
+    pub idle_cpu_seconds: u64,
+    /// Where the Markdown table is written.
+    #[arg(long, default_value = "target/bench-report.md")]
+    pub report: String,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+
+    // Worker mode (internal): hold gateways and report "connected reconnects" lines.
+    #[arg(long, hide = true)]
+    pub gateway_worker: bool,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub addrs: Vec<SocketAddr>,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub reconnect_to: Vec<SocketAddr>,
+    #[arg(long, hide = true, default_value = "bench")]
+    pub prefix: String,
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub from: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub count: usize,
+    #[arg(long, hide = true, default_value_t = 10_000)]
+    pub ping_ms: u64,
+}
+
+fn main() {
+    let mut args = Args::parse();
+    if args.gateway_worker {
+        return worker(args);
+    }
+    if args.smoke {
+        args.tokens = args.tokens.min(640);
+        args.idle_sessions = args.idle_sessions.min(1000);
+        args.seconds = args.seconds.min(1);
+        args.idle_cpu_seconds = args.idle_cpu_seconds.min(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let rows = runtime.block_on(scenarios::run_all(&args));
+    let table = report::markdown(&rows);
+    println!("\n{table}");
+    if let Some(dir) = std::path::Path::new(&args.report).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&args.report, &table).expect("the report is written");
+    println!("report written to {}", args.report);
+    let missed = rows.iter().filter(|r| r.pass == Some(false)).count();
+    let met = rows.iter().filter(|r| r.pass == Some(true)).count();
+    // A smoke run checks that every scenario runs and answers correctly, not the targets
+    // (which need the full counts); it fails on wrong answers (counted in the rows' verdicts
+    // by scenarios::run_all's correctness asserts).
+    println!("bench: {met} passed, {missed} failed");
+    if missed > 0 && !args.smoke {
+        std::process::exit(1);
+    }
+}
+
+/// Gateway worker mode: hold `count` gateways until stdin closes.
+fn worker(args: Args) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async move {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let fleet = gateway::start(
+            gateway::FleetSpec {
+                addrs: args.addrs.clone(),
+                reconnect_to: args.reconnect_to.clone(),
+                prefix: args.prefix.clone(),
+                from: args.from,
+                count: args.count,
+                port: 18789,
+                ping: Duration::from_millis(args.ping_ms),
+                parallel: 256,
+            },
+            stop.clone(),
+        );
+        let (eof_tx, mut eof) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = eof_tx.send(());
+        });
+        let mut last = (usize::MAX, usize::MAX);
+        loop {
+            let now = (
+                fleet.connected.load(std::sync::atomic::Ordering::Relaxed),
+                fleet.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            if now != last {
+                println!("{} {}", now.0, now.1);
+                last = now;
+            }
+            tokio::select! {
+                _ = &mut eof => break,
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        stop.cancel();
+    });
+}

@@ -1,0 +1,224 @@
+//! Processes the benchmark runs: release builds of hostie, gateway workers (this same binary in
+//! worker mode), and what `/proc` says about them.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// A hostie node process (the release binary cargo built for this bench).
+pub struct Hostie {
+    child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Hostie {
+    pub fn spawn(redis_url: &str, prefix: &str, name: &str) -> Self {
+        let (http, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_hostie"))
+            .args(["--listen", &format!("127.0.0.1:{http}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--redis-url", redis_url, "--redis-prefix", prefix])
+            .args([
+                "--node-id",
+                name,
+                "--discovery-rate",
+                "0",
+                "--max-sessions",
+                "25000",
+            ])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the hostie binary starts");
+        let node = Self {
+            child,
+            http: SocketAddr::from(([127, 0, 0, 1], http)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn wait_ready(&self) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("hostie node did not become ready");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// utime + stime, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        tick(11) + tick(12)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hostie {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `Slab:` of /proc/meminfo (kernel objects, socket buffers among them), KiB.
+pub fn slab_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second (USER_HZ); 100 on every Linux this runs on.
+pub const TICKS_PER_SEC: f64 = 100.0;
+
+/// A gateway worker process (this binary with `--gateway-worker`), reporting how many of its
+/// sessions are registered.
+pub struct Worker {
+    child: Child,
+    pub connected: Arc<AtomicUsize>,
+    pub reconnects: Arc<AtomicUsize>,
+}
+
+pub struct WorkerArgs<'a> {
+    pub addrs: &'a [SocketAddr],
+    pub reconnect_to: &'a [SocketAddr],
+    pub prefix: &'a str,
+    pub from: usize,
+    pub count: usize,
+    pub ping: Duration,
+}
+
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Worker {
+    pub fn spawn(a: WorkerArgs<'_>) -> Self {
+        let exe = std::env::current_exe().expect("the bench knows its own path");
+        let mut cmd = Command::new(exe);
+        cmd.arg("--gateway-worker")
+            .args(["--addrs", &join(a.addrs)])
+            .args(["--prefix", a.prefix])
+            .args([
+                "--from",
+                &a.from.to_string(),
+                "--count",
+                &a.count.to_string(),
+            ])
+            .args(["--ping-ms", &a.ping.as_millis().to_string()]);
+        if !a.reconnect_to.is_empty() {
+            cmd.args(["--reconnect-to", &join(a.reconnect_to)]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("a gateway worker starts");
+        let connected = Arc::new(AtomicUsize::new(0));
+        let reconnects = Arc::new(AtomicUsize::new(0));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (c, r) = (connected.clone(), reconnects.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut parts = line.split_whitespace();
+                if let (Some(n), Some(m)) = (parts.next(), parts.next()) {
+                    c.store(n.parse().unwrap_or(0), Ordering::SeqCst);
+                    r.store(m.parse().unwrap_or(0), Ordering::SeqCst);
+                }
+            }
+        });
+        Self {
+            child,
+            connected,
+            reconnects,
+        }
+    }
+
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `workers` report `total` sessions; the time it took, or `None` at `limit`.
+pub fn wait_connected(workers: &[&Worker], total: usize, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if workers.iter().map(|w| w.connected()).sum::<usize>() >= total {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}

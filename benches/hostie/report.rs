@@ -1,0 +1,78 @@
+//! The results table, printed and written as Markdown.
+
+use crate::load::LoadResult;
+
+pub struct Row {
+    pub scenario: String,
+    pub target: String,
+    pub p50: String,
+    pub p99: String,
+    pub p999: String,
+    pub throughput: String,
+    pub result: String,
+    /// `None`: a figure without a target (floors).
+    pub pass: Option<bool>,
+}
+
+pub fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1} ms", v as f64 / 1000.0)
+    } else {
+        format!("{v} µs")
+    }
+}
+
+impl Row {
+    pub fn latency(
+        scenario: &str,
+        target: &str,
+        r: &LoadResult,
+        pass: Option<bool>,
+        note: &str,
+    ) -> Self {
+        Self {
+            scenario: scenario.into(),
+            target: target.into(),
+            p50: us(r.quantile_us(0.5)),
+            p99: us(r.quantile_us(0.99)),
+            p999: us(r.quantile_us(0.999)),
+            throughput: format!("{:.0}/s", r.rate()),
+            result: format!(
+                "{} req: {} 200, {} 404, {} other, {} slow{note}",
+                r.requests, r.ok, r.not_found, r.other, r.slow
+            ),
+            pass,
+        }
+    }
+
+    pub fn figure(scenario: &str, target: &str, result: String, pass: Option<bool>) -> Self {
+        Self {
+            scenario: scenario.into(),
+            target: target.into(),
+            p50: "".into(),
+            p99: "".into(),
+            p999: "".into(),
+            throughput: "".into(),
+            result,
+            pass,
+        }
+    }
+}
+
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | target | p50 | p99 | p99.9 | throughput | measured | verdict |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let verdict = match r.pass {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "floor",
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario, r.target, r.p50, r.p99, r.p999, r.throughput, r.result, verdict
+        ));
+    }
+    out
+}

@@ -1,0 +1,306 @@
+//! The scenarios of the benchmark, in order, each a row of the report.
+
+use crate::Args;
+use crate::gateway::token;
+use crate::load::{self, LoadSpec};
+use crate::procs::{self, Hostie, TICKS_PER_SEC, Worker, WorkerArgs};
+use crate::redis_server::RedisServer;
+use crate::report::{Row, us};
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PING: Duration = Duration::from_secs(10);
+/// hostie's default discovery deadline: an answer this slow counts as a timeout.
+const DEADLINE: Duration = Duration::from_secs(3);
+/// Sessions per gateway worker process (fd limit: ≈19.9k sockets per process).
+const PER_WORKER: usize = 9_500;
+
+fn paths(prefix: &str, n: usize) -> Arc<Vec<String>> {
+    Arc::new(
+        (0..n)
+            .map(|i| format!("/v0/hosties/{}", token(prefix, i)))
+            .collect(),
+    )
+}
+
+async fn http(
+    addr: std::net::SocketAddr,
+    concurrency: usize,
+    args: &Args,
+    paths: Arc<Vec<String>>,
+) -> load::LoadResult {
+    load::run(LoadSpec {
+        addr,
+        concurrency,
+        duration: Duration::from_secs(args.seconds),
+        paths,
+        slow: DEADLINE,
+        max_per_conn: None,
+    })
+    .await
+}
+
+/// Redis `PING` round trips on one connection for `secs`.
+async fn redis_floor(url: &str, secs: u64) -> Histogram<u64> {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connects");
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("PING");
+        hist.saturating_record(t0.elapsed().as_micros().max(1) as u64);
+    }
+    hist
+}
+
+/// Spawns workers holding `count` gateways named `prefix_0..count` on `addrs`.
+fn fleet(
+    addrs: &[std::net::SocketAddr],
+    reconnect_to: &[std::net::SocketAddr],
+    prefix: &str,
+    count: usize,
+) -> Vec<Worker> {
+    (0..count.div_ceil(PER_WORKER))
+        .map(|w| {
+            let from = w * PER_WORKER;
+            Worker::spawn(WorkerArgs {
+                addrs,
+                reconnect_to,
+                prefix,
+                from,
+                count: PER_WORKER.min(count - from),
+                ping: PING,
+            })
+        })
+        .collect()
+}
+
+fn connected(workers: &[Worker], total: usize, limit: Duration) -> Option<Duration> {
+    let refs: Vec<&Worker> = workers.iter().collect();
+    procs::wait_connected(&refs, total, limit)
+}
+
+pub async fn run_all(args: &Args) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (a, b) = (
+        Hostie::spawn(&url, "bench", "a"),
+        Hostie::spawn(&url, "bench", "b"),
+    );
+    eprintln!(
+        "bench: redis on {}, nodes a={} b={}",
+        redis.port, a.http, b.http
+    );
+
+    // Floors, in this run, on this machine.
+    let floor = redis_floor(&url, args.seconds.min(3)).await;
+    rows.push(Row {
+        scenario: "floor: Redis PING, 1 concurrent".into(),
+        target: "".into(),
+        p50: us(floor.value_at_quantile(0.5)),
+        p99: us(floor.value_at_quantile(0.99)),
+        p999: us(floor.value_at_quantile(0.999)),
+        throughput: format!("{} total", floor.len()),
+        result: "".into(),
+        pass: None,
+    });
+    let livez = Arc::new(vec!["/livez".to_owned()]);
+    let floor1 = http(a.admin, 1, args, livez.clone()).await;
+    rows.push(Row::latency(
+        "floor: HTTP /livez, 1 concurrent",
+        "",
+        &floor1,
+        None,
+        "",
+    ));
+    let floor64 = http(a.admin, 64, args, livez).await;
+    rows.push(Row::latency(
+        "floor: HTTP /livez, 64 concurrent",
+        "",
+        &floor64,
+        None,
+        "",
+    ));
+    let floor_p50 = floor1.quantile_us(0.5);
+
+    // Discovery: `tokens` gateways on node a.
+    let workers = fleet(&[a.http], &[], "tok", args.tokens);
+    let took =
+        connected(&workers, args.tokens, Duration::from_secs(120)).expect("fleet registered");
+    eprintln!("bench: {} gateways registered in {took:?}", args.tokens);
+    let hits = paths("tok", args.tokens);
+    // Warm-up: connections, scripts and caches, not measured.
+    load::run(LoadSpec {
+        addr: a.http,
+        concurrency: 64,
+        duration: Duration::from_secs(1),
+        paths: hits.clone(),
+        slow: DEADLINE,
+        max_per_conn: None,
+    })
+    .await;
+
+    let same64 = http(a.http, 64, args, hits.clone()).await;
+    let ok = same64.rate() >= 30_000.0
+        && same64.quantile_us(0.5) <= 500
+        && same64.quantile_us(0.99) <= 2_000;
+    rows.push(Row::latency(
+        "discovery hit, same node, 64 concurrent",
+        "≥ 30,000/s, p50 ≤ 0.5 ms, p99 ≤ 2 ms",
+        &same64,
+        Some(ok && all_ok(&same64)),
+        "",
+    ));
+    let same1 = http(a.http, 1, args, hits.clone()).await;
+    rows.push(Row::latency(
+        "discovery hit, same node, 1 concurrent",
+        "p50 ≤ 150 µs",
+        &same1,
+        Some(same1.quantile_us(0.5) <= 150 && all_ok(&same1)),
+        "",
+    ));
+    let cross64 = http(b.http, 64, args, hits.clone()).await;
+    let ok = cross64.rate() >= 15_000.0 && cross64.quantile_us(0.99) <= 5_000;
+    rows.push(Row::latency(
+        "discovery hit, cross node, 64 concurrent",
+        "≥ 15,000/s, p99 ≤ 5 ms",
+        &cross64,
+        Some(ok && all_ok(&cross64)),
+        "",
+    ));
+    let cross1 = http(b.http, 1, args, hits.clone()).await;
+    let p50 = cross1.quantile_us(0.5);
+    rows.push(Row::latency(
+        "discovery hit, cross node, 1 concurrent",
+        "p50 ≤ 350 µs (≤ floor + 300 µs)",
+        &cross1,
+        Some((p50 <= 350 || p50 <= floor_p50 + 300) && all_ok(&cross1)),
+        &format!("; floor p50 {floor_p50} µs"),
+    ));
+    let ratio = cross64.rate() / cross1.rate().max(1.0);
+    rows.push(Row::figure(
+        "cross-node throughput, 64 vs 1 concurrent",
+        "≥ 5×",
+        format!("{ratio:.1}×"),
+        Some(ratio >= 5.0),
+    ));
+    let miss = http(b.http, 64, args, paths("missing", args.tokens)).await;
+    let ok = miss.quantile_us(0.99) <= 2_000 && miss.slow == 0 && miss.not_found == miss.requests;
+    rows.push(Row::latency(
+        "discovery miss, 64 concurrent",
+        "p99 ≤ 2 ms, never a timeout",
+        &miss,
+        Some(ok),
+        "",
+    ));
+    drop(workers);
+
+    // Registration rate into one node (Redis mode), then every token counted.
+    let started = Instant::now();
+    let workers = fleet(&[b.http], &[], "reg", args.tokens);
+    let took =
+        connected(&workers, args.tokens, Duration::from_secs(120)).unwrap_or(started.elapsed());
+    let rate = args.tokens as f64 / took.as_secs_f64();
+    let found = load::sweep(a.http, paths("reg", args.tokens), 64).await;
+    let counted = found.iter().filter(|f| **f).count();
+    rows.push(Row::figure(
+        "registration rate into one node (Redis mode)",
+        "≥ 5,000 new sessions/s, all discoverable",
+        format!(
+            "{} sessions in {:.2} s = {rate:.0}/s; {counted}/{} discoverable from the other node",
+            args.tokens,
+            took.as_secs_f64(),
+            args.tokens
+        ),
+        Some(rate >= 5_000.0 && counted == args.tokens),
+    ));
+    drop(workers);
+
+    // Idle sessions held by one node: memory, idle CPU, then the node is killed.
+    let mut d = Hostie::spawn(&url, "bench", "d");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, slab0) = (d.rss_kib(), procs::slab_kib());
+    let n = args.idle_sessions;
+    let workers = fleet(&[d.http], &[a.http, b.http], "idle", n);
+    let took = connected(&workers, n, Duration::from_secs(180)).expect("idle fleet registered");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, slab1) = (d.rss_kib(), procs::slab_kib());
+    let per = (rss1.saturating_sub(rss0)) as f64 * 1024.0 / n as f64;
+    let kernel = (slab1.saturating_sub(slab0)) as f64 * 1024.0 / n as f64;
+    rows.push(Row::figure(
+        "idle registered sessions in one node",
+        "19,000 held; ≤ 10 KiB RSS per session",
+        format!(
+            "{n} held (registered in {:.1} s); RSS {:.1} → {:.1} MiB = {:.1} KiB/session; kernel slab +{:.1} KiB/connection (both ends, apart)",
+            took.as_secs_f64(), rss0 as f64 / 1024.0, rss1 as f64 / 1024.0, per / 1024.0, kernel / 1024.0
+        ),
+        Some(n >= 19_000.min(args.idle_sessions) && per <= 10.0 * 1024.0),
+    ));
+    let t0 = (d.cpu_ticks(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(args.idle_cpu_seconds)).await;
+    let cpu = (d.cpu_ticks() - t0.0) as f64 / TICKS_PER_SEC / t0.1.elapsed().as_secs_f64() * 100.0;
+    rows.push(Row::figure(
+        "idle CPU, sessions pinging every 10 s",
+        "≤ 5% of one core",
+        format!(
+            "{cpu:.2}% of one core over {} s with {n} sessions",
+            args.idle_cpu_seconds
+        ),
+        Some(cpu <= 5.0),
+    ));
+
+    let tokens = paths("idle", n);
+    let killed = Instant::now();
+    d.kill9();
+    let mut missing: Vec<usize> = (0..n).collect();
+    let mut all_back = None;
+    while killed.elapsed() < Duration::from_secs(30) {
+        let batch = Arc::new(
+            missing
+                .iter()
+                .map(|i| tokens[*i].clone())
+                .collect::<Vec<_>>(),
+        );
+        let found = load::sweep(a.http, batch, 64).await;
+        missing = missing
+            .into_iter()
+            .zip(found)
+            .filter(|(_, ok)| !ok)
+            .map(|(i, _)| i)
+            .collect();
+        if missing.is_empty() {
+            all_back = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reconnected: usize = workers
+        .iter()
+        .map(|w| w.reconnects.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    rows.push(Row::figure(
+        "node killed holding the idle sessions",
+        "all discoverable elsewhere ≤ 10 s after the kill",
+        match all_back {
+            Some(t) => format!("all {n} discoverable through the other nodes {:.2} s after SIGKILL ({reconnected} reconnects)", t.as_secs_f64()),
+            None => format!("{} of {n} still missing after 30 s", missing.len()),
+        },
+        Some(all_back.is_some_and(|t| t <= Duration::from_secs(10))),
+    ));
+    drop(workers);
+    rows
+}
+
+/// Every answer of a hit run was a 200 within the deadline.
+fn all_ok(r: &load::LoadResult) -> bool {
+    r.ok == r.requests && r.slow == 0
+}
