@@ -64,7 +64,9 @@ impl Session {
             tokio::select! {
                 frame = frames.recv() => {
                     last_seen = Instant::now();
-                    if let Some(reason) = self.on_frame(frame).await {
+                    // Boxed, like every await below that holds a timer: the session future
+                    // stays small, and ≈19k of them sit idle in one node.
+                    if let Some(reason) = Box::pin(self.on_frame(frame)).await {
                         break reason;
                     }
                 }
@@ -72,7 +74,7 @@ impl Session {
                     Some(SessionCmd::AskPort(waiter)) => {
                         if let Some(id) = self.rpc.ask(waiter, Instant::now()) {
                             let text = ServerEvent::PortRequest(PortRequest::new(id)).to_text();
-                            if let Some(reason) = self.send(text).await {
+                            if let Some(reason) = Box::pin(self.send(text)).await {
                                 break reason;
                             }
                         }
@@ -100,7 +102,7 @@ impl Session {
                 }
             }
         };
-        self.finish(reason).await;
+        Box::pin(self.finish(reason)).await;
     }
 
     /// Handles one inbound item; `Some` ends the session.
