@@ -88,8 +88,11 @@ fn connected(workers: &[Worker], total: usize, limit: Duration) -> Option<Durati
     procs::wait_connected(&refs, total, limit)
 }
 
-pub async fn run_all(args: &Args) -> Vec<Row> {
+/// The rows, and every wrong answer seen (a wrong answer fails even a smoke run; a missed
+/// target is only reported).
+pub async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
+    let mut wrong = Vec::new();
     let redis = RedisServer::start();
     let url = redis.url();
     let (a, b) = (
@@ -186,6 +189,20 @@ pub async fn run_all(args: &Args) -> Vec<Row> {
         Some((p50 <= 350 || p50 <= floor_p50 + 300) && all_ok(&cross1)),
         &format!("; floor p50 {floor_p50} µs"),
     ));
+    for (name, r) in [
+        ("same node 64", &same64),
+        ("same node 1", &same1),
+        ("cross node 64", &cross64),
+        ("cross node 1", &cross1),
+    ] {
+        if !all_ok(r) {
+            wrong.push(format!(
+                "{name}: {} of {} hits were not a 200 within the deadline",
+                r.requests - r.ok + r.slow,
+                r.requests
+            ));
+        }
+    }
     let ratio = cross64.rate() / cross1.rate().max(1.0);
     rows.push(Row::figure(
         "cross-node throughput, 64 vs 1 concurrent",
@@ -195,6 +212,13 @@ pub async fn run_all(args: &Args) -> Vec<Row> {
     ));
     let miss = http(b.http, 64, args, paths("missing", args.tokens)).await;
     let ok = miss.quantile_us(0.99) <= 2_000 && miss.slow == 0 && miss.not_found == miss.requests;
+    if miss.not_found != miss.requests || miss.slow > 0 {
+        wrong.push(format!(
+            "miss: {} of {} were not a prompt 404",
+            miss.requests - miss.not_found + miss.slow,
+            miss.requests
+        ));
+    }
     rows.push(Row::latency(
         "discovery miss, 64 concurrent",
         "p99 ≤ 2 ms, never a timeout",
@@ -212,6 +236,12 @@ pub async fn run_all(args: &Args) -> Vec<Row> {
     let rate = args.tokens as f64 / took.as_secs_f64();
     let found = load::sweep(a.http, paths("reg", args.tokens), 64).await;
     let counted = found.iter().filter(|f| **f).count();
+    if counted != args.tokens {
+        wrong.push(format!(
+            "registration: {counted} of {} registered tokens discoverable",
+            args.tokens
+        ));
+    }
     rows.push(Row::figure(
         "registration rate into one node (Redis mode)",
         "≥ 5,000 new sessions/s, all discoverable",
@@ -283,6 +313,12 @@ pub async fn run_all(args: &Args) -> Vec<Row> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    if all_back.is_none() {
+        wrong.push(format!(
+            "node kill: {} tokens never came back",
+            missing.len()
+        ));
+    }
     let reconnected: usize = workers
         .iter()
         .map(|w| w.reconnects.load(std::sync::atomic::Ordering::SeqCst))
@@ -297,7 +333,7 @@ pub async fn run_all(args: &Args) -> Vec<Row> {
         Some(all_back.is_some_and(|t| t <= Duration::from_secs(10))),
     ));
     drop(workers);
-    rows
+    (rows, wrong)
 }
 
 /// Every answer of a hit run was a 200 within the deadline.
