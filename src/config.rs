@@ -61,8 +61,9 @@ pub struct Config {
 
     /// Comma-separated CIDRs whose forwarding headers (X-Forwarded-For, X-Real-IP, Forwarded)
     /// are trusted.
-    #[arg(long, env = "HOSTIE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpNet>,
+    /// An empty value trusts nobody.
+    #[arg(long, env = "HOSTIE_TRUSTED_PROXIES", default_value = "", value_parser = cidrs)]
+    pub trusted_proxies: Cidrs,
 
     /// Log format [default: pretty on a TTY, else json]. Level via RUST_LOG.
     #[arg(long, env = "HOSTIE_LOG_FORMAT")]
@@ -131,6 +132,22 @@ pub struct Config {
     #[arg(long, env = "HOSTIE_WORKERS",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
+}
+
+/// A comma-separated list of CIDRs; empty parts are skipped, so `""` means none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cidrs(pub Vec<IpNet>);
+
+fn cidrs(s: &str) -> Result<Cidrs, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<IpNet>()
+                .map_err(|e| format!("{p:?}: {e} (expected e.g. 10.0.0.0/8)"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Cidrs)
 }
 
 fn duration_or_zero(s: &str) -> Result<Duration, String> {
@@ -255,7 +272,7 @@ mod tests {
         assert_eq!(c.rpc_timeout, Duration::from_secs(3));
         assert_eq!(c.fallback_port, 8788);
         assert_eq!(c.redis_prefix, "hostie");
-        assert!(c.redis_url.is_none() && c.trusted_proxies.is_empty());
+        assert!(c.redis_url.is_none() && c.trusted_proxies.0.is_empty());
     }
 
     #[test]
@@ -271,7 +288,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.rpc_timeout, Duration::from_millis(500));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
-        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.trusted_proxies.0.len(), 2);
+        assert!(
+            parse(&["--trusted-proxies", ""])
+                .unwrap()
+                .trusted_proxies
+                .0
+                .is_empty()
+        );
     }
 
     #[test]

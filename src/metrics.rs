@@ -455,6 +455,24 @@ impl Metrics {
         for r in [RpcResult::Ok, RpcResult::Error, RpcResult::Timeout] {
             self.rpc_seconds.with_label_values(&[r.as_str()]);
         }
+        for l in [
+            Limit::FrameSize,
+            Limit::SessionsPerNode,
+            Limit::SessionsPerToken,
+            Limit::IdleTime,
+            Limit::JsonDepth,
+            Limit::DiscoveryRate,
+            Limit::SessionQueue,
+        ] {
+            self.limits.with_label_values(&[l.as_str()]);
+        }
+        for r in [
+            crate::protocol::FrameError::Malformed.as_str(),
+            crate::protocol::FrameError::TooDeep.as_str(),
+            "binary",
+        ] {
+            self.frames_dropped.with_label_values(&[r]);
+        }
         for op in RedisOp::ALL {
             self.redis_errors.with_label_values(&[op.as_str()]);
         }

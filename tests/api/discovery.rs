@@ -125,7 +125,7 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
     for (trusted, expected) in [(true, "198.51.100.9"), (false, "127.0.0.1")] {
         let mut config = test_config();
         if trusted {
-            config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            config.trusted_proxies = hostie::config::Cidrs(vec!["127.0.0.0/8".parse().unwrap()]);
         }
         let node = spawn_node(config).await;
         let t = token("xff");
