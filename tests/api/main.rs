@@ -4,6 +4,7 @@ mod helpers;
 mod redis_server;
 
 mod cluster;
+mod deploy;
 mod discovery;
 mod e2e;
 mod lifecycle;
