@@ -5,6 +5,10 @@
 //! publish, reply publish). A `MultiplexedConnection` is built to be shared by many tasks, so
 //! the node keeps a few of them, taken from the pool once, and drops one only when it fails;
 //! the next command gets a fresh one from the pool (whose connect is bounded by its timeouts).
+//!
+//! Each thread sticks to one slot. A connection's driver task runs on the runtime of the thread
+//! that created it, so a worker thread that always uses "its" connection never wakes another
+//! thread to reach Redis (the profile showed those wake-ups as the largest cost).
 
 use deadpool_redis::{Connection, Pool};
 use redis::aio::MultiplexedConnection;
@@ -13,8 +17,27 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Shared connections per node; commands are spread over them round-robin.
-const SHARED: usize = 2;
+/// Shared connections per node: one per thread that talks to Redis (HTTP workers, the main
+/// runtime), modulo this.
+const SHARED: usize = 4;
+
+thread_local! {
+    /// This thread's slot, assigned round-robin on first use.
+    static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+fn my_slot() -> usize {
+    SLOT.with(|slot| match slot.get() {
+        Some(i) => i,
+        None => {
+            let i = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SHARED;
+            slot.set(Some(i));
+            i
+        }
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -29,7 +52,6 @@ pub enum CommandError {
 pub struct RedisConns {
     pool: Pool,
     slots: [Mutex<Option<MultiplexedConnection>>; SHARED],
-    next: AtomicUsize,
     op_timeout: Duration,
 }
 
@@ -38,7 +60,6 @@ impl RedisConns {
         Self {
             pool,
             slots: Default::default(),
-            next: AtomicUsize::new(0),
             op_timeout,
         }
     }
@@ -69,7 +90,7 @@ impl RedisConns {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % SHARED;
+        let i = my_slot();
         let attempt = async {
             let conn = self.connection(i).await?;
             f(conn).await.map_err(CommandError::from)

@@ -8,6 +8,12 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use std::time::Instant;
 
+/// The token segment of a discovery path: `/v0/hosties/{segment}`, one non-empty segment.
+pub fn token_segment(path: &str) -> Option<&str> {
+    path.strip_prefix("/v0/hosties/")
+        .filter(|seg| !seg.is_empty() && !seg.contains('/'))
+}
+
 pub async fn discover(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
     let (outcome, response) = match answer(&req, &state).await {

@@ -46,10 +46,33 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
     // `GET /` with an upgrade header is a registration (the original upgraded any path).
     let not_upgrade = guard::fn_guard(|ctx| !ws::is_upgrade(ctx.head().headers()));
     cfg.route("/", web::get().guard(not_upgrade).to(status::page))
-        .route("/v0/hosties/{token}", web::get().to(discovery::discover))
-        .route("/v0/hosties/{token}", web::head().to(discovery::discover))
-        // The original upgraded any path; the token may also be a `token/…` path suffix.
-        .default_service(web::to(ws::upgrade_or_not_found));
+        // Discovery and registration are matched by plain prefix in `dispatch`, not by a
+        // `{token}` pattern: actix-router matches dynamic segments with a regex, which the
+        // profile showed on the hot path.
+        .default_service(web::to(dispatch));
+}
+
+/// `GET|HEAD /v0/hosties/{token}` (one path segment) is a discovery; a WebSocket upgrade on
+/// any path is a registration (the original upgraded any path; the token may also be a
+/// `token/…` path suffix); anything else is a 404.
+async fn dispatch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> actix_web::HttpResponse {
+    use actix_web::Responder;
+    let method = req.method();
+    let is_discovery = (method == actix_web::http::Method::GET
+        || method == actix_web::http::Method::HEAD)
+        && discovery::token_segment(req.path()).is_some()
+        && !ws::is_upgrade(req.headers());
+    if is_discovery {
+        return discovery::discover(req, state).await;
+    }
+    ws::upgrade_or_not_found(req.clone(), body, state)
+        .await
+        .respond_to(&req)
+        .map_into_boxed_body()
 }
 
 /// Routes of the admin listener.

@@ -240,3 +240,31 @@ async fn in_process_cluster_routes_across_nodes() {
         .await
     );
 }
+
+#[tokio::test]
+async fn only_get_or_head_of_one_segment_is_a_discovery() {
+    let node = spawn_node(test_config()).await;
+    let post = node
+        .client
+        .post(node.url("/v0/hosties/abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 404);
+    for path in ["/v0/hosties/", "/v0/hosties/a/b", "/v0/hostiesabc"] {
+        let res = node.client.get(node.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        assert_ne!(
+            res.headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap()),
+            Some("application/json"),
+            "{path} is not a discovery answer"
+        );
+    }
+    assert_eq!(
+        node.metric("hostie_discoveries_total{outcome=\"miss\"}")
+            .await,
+        0.0
+    );
+}
