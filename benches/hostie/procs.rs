@@ -1,20 +1,13 @@
 //! Processes the benchmark runs: release builds of hostie, gateway workers (this same binary in
 //! worker mode), and what `/proc` says about them.
 
+use crate::redis_server::free_port;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
 
 /// A hostie node process (the release binary cargo built for this bench).
 pub struct Hostie {
