@@ -1,0 +1,83 @@
+"""Structural checks of hostie's deployment files, run by scripts/check-deploy.
+
+Each subcommand checks one thing, prints what it found wrong (one line each) and exits non-zero
+when anything is. Needs PyYAML (scripts/check-deploy runs it in its own virtualenv).
+
+  manifests FILE [--require KIND]... [--external-secret NAME]... [--rules-out FILE]
+      rendered Kubernetes objects (helm template / kubectl kustomize): names, selectors, ports,
+      probes, drain budget, security context, and the references between objects
+  env FILE            the environment a rendered Deployment gives hostie, as NAME=VALUE lines
+  sync-rules [--check]
+      writes (or, with --check, compares) deploy/monitoring/prometheusrule.yaml from
+      deploy/prometheus/hostie-rules.yaml
+  compose             docker-compose.yml against hostie's defaults and the files it references
+  nginx-test-conf OUT deploy/compose/nginx.conf made testable by a local `nginx -t`
+  prometheus-test-conf OUT
+                      deploy/compose/prometheus.yml with the rule file at its repository path
+  compose-emulation HOSTIE_BIN
+                      the Compose topology on loopback, without Docker: Redis, three hostie
+                      nodes with the Compose settings, and deploy/compose/nginx.conf in a local
+                      nginx; a gateway registers through it, discovery works through it and on
+                      every node, forwarding headers cannot be spoofed, a drain closes with 1001
+  dockerfile          deploy/Dockerfile and .dockerignore
+  dashboard           deploy/grafana/hostie-dashboard.json
+  metric-names FILE...
+                      the hostie_* metric names the files use (histogram series by base name)
+  live-metrics METRICS_TEXT FILE...
+                      every name used in FILEs is exposed in METRICS_TEXT (a /metrics body)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .compose import check_compose, nginx_test_conf, prometheus_test_conf
+from .emulation import compose_emulation
+from .image import check_dockerfile
+from .manifests import check_manifests, print_env
+from .metrics import check_dashboard, check_live_metrics, print_metric_names
+from .rules import sync_rules
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="check_deploy", description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("manifests")
+    m.add_argument("file")
+    m.add_argument("--require", action="append", default=[])
+    m.add_argument("--external-secret", action="append", default=[])
+    m.add_argument("--rules-out")
+    m.set_defaults(fn=check_manifests)
+    e = sub.add_parser("env")
+    e.add_argument("file")
+    e.set_defaults(fn=print_env)
+    s = sub.add_parser("sync-rules")
+    s.add_argument("--check", action="store_true")
+    s.set_defaults(fn=sync_rules)
+    sub.add_parser("compose").set_defaults(fn=check_compose)
+    n = sub.add_parser("nginx-test-conf")
+    n.add_argument("out")
+    n.set_defaults(fn=nginx_test_conf)
+    pc = sub.add_parser("prometheus-test-conf")
+    pc.add_argument("out")
+    pc.set_defaults(fn=prometheus_test_conf)
+    ce = sub.add_parser("compose-emulation")
+    ce.add_argument("hostie")
+    ce.set_defaults(fn=compose_emulation)
+    sub.add_parser("dockerfile").set_defaults(fn=check_dockerfile)
+    sub.add_parser("dashboard").set_defaults(fn=check_dashboard)
+    mn = sub.add_parser("metric-names")
+    mn.add_argument("files", nargs="+")
+    mn.set_defaults(fn=print_metric_names)
+    lm = sub.add_parser("live-metrics")
+    lm.add_argument("metrics")
+    lm.add_argument("files", nargs="+")
+    lm.set_defaults(fn=check_live_metrics)
+    args = ap.parse_args()
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
