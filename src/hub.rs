@@ -8,7 +8,7 @@ use crate::protocol::{PeerHint, TokenHash};
 use crate::registry::{SessionId, SessionRecord, newest_first};
 use crate::rpc_table::RpcOutcome;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -59,12 +59,16 @@ struct LocalSession {
     record: Arc<SessionRecord>,
     discoverable: bool,
     cmd: mpsc::Sender<SessionCmd>,
+    /// The bus subscription under which it registered (see `fast_candidates`).
+    epoch: Option<u64>,
 }
 
 #[derive(Default)]
 struct Tables {
     sessions: HashMap<SessionId, LocalSession>,
     by_token: HashMap<TokenHash, Vec<SessionId>>,
+    /// Local tokens that another node holds (or may hold) a session of too.
+    shared: HashSet<TokenHash>,
 }
 
 pub struct Hub {
@@ -89,11 +93,13 @@ impl Hub {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Adds a session; `epoch` is the bus subscription in force (`Bus::notice_epoch`).
     pub fn insert(
         &self,
         record: Arc<SessionRecord>,
         discoverable: bool,
         cmd: mpsc::Sender<SessionCmd>,
+        epoch: Option<u64>,
     ) -> Result<(), NodeFull> {
         let mut t = self.lock();
         if t.sessions.len() >= self.max_sessions {
@@ -111,6 +117,7 @@ impl Hub {
                 record,
                 discoverable,
                 cmd,
+                epoch,
             },
         );
         self.metrics.sessions.set(t.sessions.len() as i64);
@@ -129,6 +136,7 @@ impl Hub {
             ids.retain(|id| *id != session);
             if ids.is_empty() {
                 t.by_token.remove(&s.record.token);
+                t.shared.remove(&s.record.token);
             }
         }
         self.metrics.sessions.set(t.sessions.len() as i64);
@@ -137,6 +145,37 @@ impl Hub {
 
     pub fn contains(&self, session: SessionId) -> bool {
         self.lock().sessions.contains_key(&session)
+    }
+
+    /// Notes that another node holds (or may hold) a session of a token this node holds.
+    pub fn mark_shared(&self, token: &TokenHash) {
+        let mut t = self.lock();
+        if t.by_token.contains_key(token) {
+            t.shared.insert(*token);
+        }
+    }
+
+    /// The token's sessions, newest first, when this node provably holds all of them: every
+    /// local session registered while no other live node held the token (the registration
+    /// script said so) under the current bus subscription `epoch`, and no other node's
+    /// registration notice arrived since. Then the registry could only return these same
+    /// sessions, and discovery skips it. `None` otherwise (ask the registry).
+    pub fn fast_candidates(&self, token: &TokenHash, epoch: u64) -> Option<Vec<SessionRecord>> {
+        let t = self.lock();
+        if t.shared.contains(token) {
+            return None;
+        }
+        let ids = t.by_token.get(token)?;
+        let mut list = Vec::with_capacity(ids.len());
+        for id in ids {
+            let s = t.sessions.get(id)?;
+            if s.epoch != Some(epoch) {
+                return None;
+            }
+            list.push((*s.record).clone());
+        }
+        newest_first(&mut list);
+        Some(list)
     }
 
     /// Every discoverable local session's record (for re-assertion).

@@ -140,8 +140,10 @@ impl Node {
         if self.is_draining() {
             return Err(RegisterError::Draining);
         }
+        // Read before the registration script runs: a notice lost after this read changes it.
+        let epoch = self.bus.notice_epoch();
         self.hub
-            .insert(record.clone(), discoverable, cmd)
+            .insert(record.clone(), discoverable, cmd, epoch)
             .map_err(|NodeFull| {
                 self.metrics.limit(Limit::SessionsPerNode);
                 RegisterError::NodeFull
@@ -154,7 +156,12 @@ impl Node {
             .register(&record, self.settings.max_sessions_per_token)
             .await;
         match admitted {
-            Ok(Admission::Admitted) => Ok(()),
+            Ok(Admission::Admitted { shared }) => {
+                if shared {
+                    self.hub.mark_shared(&record.token);
+                }
+                Ok(())
+            }
             Ok(Admission::TokenFull) => {
                 self.hub.remove(record.session);
                 self.metrics.limit(Limit::SessionsPerToken);
@@ -162,7 +169,9 @@ impl Node {
             }
             Err(e) => {
                 // The hub is the truth and the registry its cache: keep the session (local
-                // discovery works) and write it when the registry is back.
+                // discovery works) and write it when the registry is back. Whether another
+                // node holds the token is unknown now.
+                self.hub.mark_shared(&record.token);
                 self.dirty.store(true, Ordering::SeqCst);
                 tracing::warn!(session = %record.session, token = %record.token, error = %e, "registry unavailable; session kept locally until it can be re-asserted");
                 Ok(())
@@ -221,6 +230,10 @@ impl Node {
 
     /// Resolves a token to `{host, ip, port}` within the discovery deadline.
     ///
+    /// The candidates come from the registry, or straight from the hub when this node provably
+    /// holds every session of the token (`Hub::fast_candidates`): a same-node hit then costs no
+    /// Redis round trip.
+    ///
     /// Candidates are asked newest first. A port from the RPC wins at once; a fallback port
     /// (no peer, failed or late RPC) is kept while older sessions get their chance, and answered
     /// if none does better. The remaining time is split evenly among the candidates left, so a
@@ -229,7 +242,15 @@ impl Node {
         let hash = token.hash();
         let deadline = Instant::now() + self.settings.rpc_timeout;
         let margin = self.settings.rpc_timeout / 20;
-        let candidates = match self.registry.candidates(&hash).await {
+        let fast = self
+            .bus
+            .notice_epoch()
+            .and_then(|epoch| self.hub.fast_candidates(&hash, epoch));
+        let lookup = match fast {
+            Some(local) => Ok(local),
+            None => self.registry.candidates(&hash).await,
+        };
+        let candidates = match lookup {
             Ok(c) => c,
             Err(e) => {
                 let local = self.hub.local_candidates(&hash);

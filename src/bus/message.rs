@@ -1,6 +1,7 @@
 //! What travels on the node channels. Plain data: session ids and ports, never tokens.
 
 use crate::hub::PortAnswer;
+use crate::protocol::TokenHash;
 use crate::registry::{NodeId, SessionId};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,8 @@ pub enum BusMessage {
     Reply { id: u64, answer: Option<PortAnswer> },
     /// A node is draining: fail over from it at once.
     Leave { node: NodeId },
+    /// A node recorded a new session of a token (published by the registration script).
+    Registered { token: TokenHash, node: NodeId },
 }
 
 impl BusMessage {
@@ -57,6 +60,10 @@ mod tests {
             },
             BusMessage::Leave {
                 node: NodeId("b".into()),
+            },
+            BusMessage::Registered {
+                token: TokenHash([7; 32]),
+                node: NodeId("c".into()),
             },
         ];
         for m in msgs {

@@ -9,6 +9,7 @@ pub mod message;
 pub mod redis;
 
 use crate::hub::{PortAnswer, SessionGone};
+use crate::protocol::TokenHash;
 use crate::registry::{NodeId, SessionId};
 use async_trait::async_trait;
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub trait PortResponder: Send + Sync + 'static {
         session: SessionId,
         budget: Duration,
     ) -> Result<PortAnswer, SessionGone>;
+
+    /// Another node recorded a session of `token`.
+    fn foreign_registration(&self, token: &TokenHash);
 }
 
 #[async_trait]
@@ -34,6 +38,10 @@ impl PortResponder for crate::hub::Hub {
         budget: Duration,
     ) -> Result<PortAnswer, SessionGone> {
         self.ask_port(session, budget).await
+    }
+
+    fn foreign_registration(&self, token: &TokenHash) {
+        self.mark_shared(token);
     }
 }
 
@@ -68,4 +76,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can carry requests, for readiness.
     async fn check(&self) -> Result<(), BusError>;
+
+    /// While the bus delivers every node's registration notices: the number of the current
+    /// subscription (it changes on every resubscribe, since notices may have been missed in
+    /// between). `None` when notices are not delivered (in-memory bus, or unsubscribed).
+    fn notice_epoch(&self) -> Option<u64> {
+        None
+    }
 }

@@ -35,6 +35,8 @@ struct Shared {
     node: NodeId,
     pending: Mutex<PendingMap>,
     subscribed: AtomicBool,
+    /// Incremented on every successful subscribe: notices sent while unsubscribed are lost.
+    epoch: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -98,6 +100,7 @@ impl RedisBus {
             node,
             pending: Mutex::default(),
             subscribed: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             metrics,
         });
         let subscriber = tokio::spawn(subscribe_loop(client, shared.clone(), responder));
@@ -137,6 +140,7 @@ async fn subscribe_loop(
         };
         match tokio::time::timeout(MAX_BACKOFF * 2, subscribed).await {
             Ok(Ok(pubsub)) => {
+                shared.epoch.fetch_add(1, Ordering::SeqCst);
                 shared.subscribed.store(true, Ordering::SeqCst);
                 backoff = MIN_BACKOFF;
                 tracing::info!(channel = %own, "bus subscribed");
@@ -152,6 +156,7 @@ async fn subscribe_loop(
                     dispatch(&shared, responder, message);
                 }
                 shared.subscribed.store(false, Ordering::SeqCst);
+                shared.epoch.fetch_add(1, Ordering::SeqCst);
                 shared.metrics.redis_error(RedisOp::Subscribe);
                 tracing::warn!("bus subscription lost; resubscribing");
             }
@@ -192,6 +197,11 @@ fn dispatch(shared: &Arc<Shared>, responder: Arc<dyn PortResponder>, message: Bu
         BusMessage::Reply { id, answer } => {
             if let Some((_, tx)) = shared.lock().remove(&id) {
                 let _ = tx.send(answer);
+            }
+        }
+        BusMessage::Registered { token, node } => {
+            if node != shared.node {
+                responder.foreign_registration(&token);
             }
         }
         BusMessage::Leave { node } => {
@@ -270,6 +280,12 @@ impl Bus for RedisBus {
             .publish(shared.keys.events_channel(), &leave)
             .await
             .map(drop)
+    }
+
+    fn notice_epoch(&self) -> Option<u64> {
+        // Read the epoch first: a drop after this read changes it, which the caller compares.
+        let epoch = self.shared.epoch.load(Ordering::SeqCst);
+        self.is_subscribed().then_some(epoch)
     }
 
     async fn check(&self) -> Result<(), BusError> {

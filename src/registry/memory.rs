@@ -36,14 +36,15 @@ impl Registry for MemoryRegistry {
     ) -> Result<Admission, RegistryError> {
         let mut tokens = self.lock();
         let list = tokens.entry(record.token).or_default();
+        let shared = list.iter().any(|r| r.node != record.node);
         if list.iter().any(|r| r.session == record.session) {
-            return Ok(Admission::Admitted);
+            return Ok(Admission::Admitted { shared });
         }
         if list.len() >= max_per_token {
             return Ok(Admission::TokenFull);
         }
         list.push(record.clone());
-        Ok(Admission::Admitted)
+        Ok(Admission::Admitted { shared })
     }
 
     async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError> {

@@ -68,7 +68,9 @@ pub struct SessionRecord {
 /// Whether a registration was admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    Admitted,
+    /// Recorded. `shared`: another node holds a live record of the same token, so this node
+    /// alone cannot tell which session is the newest.
+    Admitted { shared: bool },
     /// The token already has `max_per_token` live sessions. Nobody is kicked: two gateways
     /// kicking each other would reconnect-loop forever.
     TokenFull,

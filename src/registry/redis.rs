@@ -7,6 +7,7 @@ use super::keys::Keys;
 use super::{
     Admission, Heartbeat, NodeId, Registry, RegistryError, SessionId, SessionRecord, newest_first,
 };
+use crate::bus::message::BusMessage;
 use crate::metrics::{Metrics, RedisOp};
 use crate::protocol::TokenHash;
 use crate::redis_conn::RedisConns;
@@ -90,6 +91,12 @@ impl Registry for RedisRegistry {
         );
         let (session, json) = (record.session.to_string(), encode(record));
         let member = Keys::member(&record.token, record.session);
+        let notice = BusMessage::Registered {
+            token: record.token,
+            node: record.node.clone(),
+        }
+        .encode();
+        let events = self.keys.events_channel();
         let admitted: i64 = self
             .run(RedisOp::Register, |mut conn| async move {
                 REGISTER
@@ -100,15 +107,16 @@ impl Registry for RedisRegistry {
                     .arg(json)
                     .arg(max_per_token)
                     .arg(member)
-                    .arg(&self.node.0)
+                    .arg(&record.node.0)
+                    .arg(events)
+                    .arg(notice)
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
-        Ok(if admitted == 1 {
-            Admission::Admitted
-        } else {
-            Admission::TokenFull
+        Ok(match admitted {
+            0 => Admission::TokenFull,
+            n => Admission::Admitted { shared: n == 2 },
         })
     }
 

@@ -440,6 +440,24 @@ async fn round_trip_budget_registration_discovery_release() {
     redis.cli(&["ECHO", "m2"]);
     assert_eq!(nodes[1].discover(&t).await.0, 200);
     redis.cli(&["ECHO", "m3"]);
+    assert_eq!(nodes[0].discover(&t).await.0, 200);
+    redis.cli(&["ECHO", "m3b"]);
+    // Another node registers the same token: the owner must ask Redis again (newest first).
+    let other = Gateway::connect(nodes[1].http, GatewayOptions::new(&t, 3))
+        .await
+        .unwrap();
+    redis.cli(&["ECHO", "m3c"]);
+    assert_eq!(nodes[0].discover(&t).await.1["port"], 3);
+    other.close();
+    assert!(other.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            nodes[1].node.live_sessions() == 0
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.cli(&["ECHO", "m3d"]);
     gw.close();
     assert!(gw.closed_within(Duration::from_secs(2)).await.is_some());
     assert!(
@@ -467,7 +485,18 @@ async fn round_trip_budget_registration_discovery_release() {
         ["EVALSHA", "PUBLISH", "PUBLISH"],
         "cross-node discovery: lookup, request, reply:\n{log}"
     );
-    let release = commands_between(&log, "\"m3\"", "\"m4\"");
+    let same_node = commands_between(&log, "\"m3\"", "\"m3b\"");
+    assert!(
+        same_node.is_empty(),
+        "a token only this node holds is answered from its hub: {same_node:?}"
+    );
+    let shared = commands_between(&log, "\"m3c\"", "\"m3d\"");
+    assert_eq!(
+        &shared[..1],
+        ["EVALSHA"],
+        "a shared token is looked up again:\n{log}"
+    );
+    let release = commands_between(&log, "\"m3d\"", "\"m4\"");
     assert_eq!(release, ["HDEL", "SREM"], "release is one pipeline:\n{log}");
 }
 

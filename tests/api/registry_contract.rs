@@ -77,9 +77,10 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
                 let r = record(token, &nodes[rng.below(nodes.len())], clock);
                 let got = registry.register(&r, CAP).await.unwrap();
                 let list = model.entry(token).or_default();
+                let shared = list.iter().any(|o| o.node != r.node);
                 let want = if list.len() < CAP {
                     list.push(r);
-                    Admission::Admitted
+                    Admission::Admitted { shared }
                 } else {
                     Admission::TokenFull
                 };
@@ -157,9 +158,13 @@ async fn dead_nodes_are_hidden_at_once_and_swept_only_while_dead() {
     let new = record(token, &living, 2);
     assert_eq!(
         short.register(&old, CAP).await.unwrap(),
-        Admission::Admitted
+        Admission::Admitted { shared: false }
     );
-    assert_eq!(long.register(&new, CAP).await.unwrap(), Admission::Admitted);
+    assert_eq!(
+        long.register(&new, CAP).await.unwrap(),
+        Admission::Admitted { shared: true },
+        "another live node holds the token"
+    );
     assert_eq!(long.candidates(&token).await.unwrap().len(), 2);
     // Not dead yet: a sweep is fenced off.
     assert_eq!(long.sweep(&dying).await.unwrap(), 0);
@@ -182,6 +187,20 @@ async fn dead_nodes_are_hidden_at_once_and_swept_only_while_dead() {
             .cli(&["EXISTS", &format!("{pfx}:node:short:sessions")])
             .trim(),
         "0"
+    );
+
+    // A dead node's record no longer makes a token shared.
+    let newer = record(token, &living, 3);
+    assert_eq!(
+        long.register(&newer, CAP).await.unwrap(),
+        Admission::Admitted { shared: false }
+    );
+
+    // A dead node's record no longer makes a token shared.
+    let newer = record(token, &living, 3);
+    assert_eq!(
+        long.register(&newer, CAP).await.unwrap(),
+        Admission::Admitted { shared: false }
     );
 
     // A node that beats again after being swept is fresh: it must re-assert.
