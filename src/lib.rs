@@ -37,9 +37,10 @@
 //!    does better (200, `fallback`/`timeout`). No live session: 404 with the all-zero body.
 //!    Registry or bus failure: 503 with `Retry-After`.
 //!
-//! In cluster mode step 2 is one Lua call (`registry/lua/lookup.lua`) that returns only records
-//! of nodes whose heartbeat is current, and a remote ask in step 3 is a PUBLISH on the owner's
-//! channel answered by a PUBLISH on ours ([`bus::redis`]): at most 3 Redis round trips.
+//! In cluster mode step 2 is one `HVALS` (records of nodes whose heartbeat ran out are left
+//! out), skipped entirely when this node provably holds every session of the token
+//! ([`hub::Hub::fast_candidates`]); a remote ask in step 3 is a PUBLISH on the owner's channel
+//! answered by a PUBLISH on ours ([`bus::redis`]): at most 3 Redis round trips.
 //!
 //! ## Shared state
 //!

@@ -18,14 +18,13 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/register.lua")));
-static LOOKUP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lookup.lua")));
 static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 static REMOVE_NODE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/remove_node.lua")));
 
-/// How many dead nodes one heartbeat reports for sweeping.
-const DEAD_PER_BEAT: usize = 16;
+/// How many dead nodes one heartbeat reports (to hide from lookups and to sweep).
+const DEAD_PER_BEAT: usize = 64;
 /// Records per pipeline when re-asserting (bounds one Redis reply and one round trip).
 const REASSERT_CHUNK: usize = 1000;
 
@@ -35,6 +34,9 @@ pub struct RedisRegistry {
     node: NodeId,
     heartbeat_ttl: Duration,
     metrics: Arc<Metrics>,
+    /// Nodes whose heartbeat ran out, as of this node's last heartbeat: their records are left
+    /// out of lookups until a sweep removes them.
+    dead: std::sync::Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl RedisRegistry {
@@ -51,6 +53,7 @@ impl RedisRegistry {
             node,
             heartbeat_ttl,
             metrics,
+            dead: std::sync::Mutex::default(),
         }
     }
 
@@ -135,21 +138,26 @@ impl Registry for RedisRegistry {
         .await
     }
 
+    /// One plain `HVALS`: the cheapest lookup Redis can serve. Records of nodes whose heartbeat
+    /// ran out are left out here (the last heartbeat listed them); a node that died since is
+    /// caught by its PUBLISH reaching no subscriber.
     async fn candidates(&self, token: &TokenHash) -> Result<Vec<SessionRecord>, RegistryError> {
-        let (token_key, nodes_key) = (self.keys.token(token), self.keys.nodes());
+        let token_key = self.keys.token(token);
         let raw: Vec<String> = self
             .run(RedisOp::Lookup, |mut conn| async move {
-                LOOKUP
-                    .key(token_key)
-                    .key(nodes_key)
-                    .invoke_async(&mut conn)
+                redis::cmd("HVALS")
+                    .arg(token_key)
+                    .query_async(&mut conn)
                     .await
             })
             .await?;
+        let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
         let mut records: Vec<SessionRecord> = raw
             .iter()
-            .filter_map(|json| serde_json::from_str(json).ok())
+            .filter_map(|json| serde_json::from_str::<SessionRecord>(json).ok())
+            .filter(|r| !dead.contains(&r.node))
             .collect();
+        drop(dead);
         newest_first(&mut records);
         Ok(records)
     }
@@ -185,12 +193,14 @@ impl Registry for RedisRegistry {
             Some(redis::Value::Int(n)) => *n,
             _ => 0,
         };
-        let dead = reply
+        let dead: Vec<NodeId> = reply
             .iter()
             .skip(2)
             .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
             .map(NodeId)
             .collect();
+        // The set is replaced whole, so a node that beats again is offered again at once.
+        *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = dead.iter().cloned().collect();
         Ok(Heartbeat {
             fresh: int(reply.first()) == 1,
             alive: int(reply.get(1)).max(0) as usize,

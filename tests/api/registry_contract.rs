@@ -170,11 +170,18 @@ async fn dead_nodes_are_hidden_at_once_and_swept_only_while_dead() {
     assert_eq!(long.sweep(&dying).await.unwrap(), 0);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // Hidden from lookups as soon as its TTL ran out, before any sweep.
-    assert_eq!(long.candidates(&token).await.unwrap(), vec![new.clone()]);
+    // Hidden from lookups as soon as a heartbeat saw its TTL run out, before any sweep.
     let hb = long.heartbeat(&living).await.unwrap();
     assert_eq!(hb.dead, vec![dying.clone()]);
     assert_eq!(hb.alive, 1);
+    assert_eq!(long.candidates(&token).await.unwrap(), vec![new.clone()]);
+    assert_eq!(
+        redis
+            .cli(&["HLEN", &Keys::new(&redis_prefix(&redis)).token(&token)])
+            .trim(),
+        "2",
+        "hidden, not yet removed"
+    );
     assert_eq!(long.sweep(&dying).await.unwrap(), 1);
     assert!(long.heartbeat(&living).await.unwrap().dead.is_empty());
     let pfx = redis_prefix(&redis);
