@@ -54,7 +54,7 @@
 //! | `P:node:N:sessions` | set | `H:session` members of node `N` (drain, sweep) |
 //! | `P:nodes` | sorted set | node id → alive-until in ms of Redis's clock (heartbeat) |
 //! | `P:node:N` | channel | [`bus::message::BusMessage`] requests to `N`, replies to `N` |
-//! | `P:events` | channel | `Leave` notices of draining nodes |
+//! | `P:events` | channel | `Leave` (a node drains) and `Registered` (a session admitted) |
 //!
 //! The hub is the truth; Redis is a cache rebuilt from it: [`liveness`] re-asserts every session
 //! whenever Redis lost this node's entry (restart, flush, failover) or an outage ended, and

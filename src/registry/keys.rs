@@ -7,7 +7,7 @@
 //! | `{P}:node:{N}:sessions` | set | `H:session` members of node `N`, to sweep or drain a node |
 //! | `{P}:nodes` | sorted set | node id → alive-until (ms, Redis clock); the heartbeat |
 //! | `{P}:node:{N}` | channel | requests and replies addressed to node `N` |
-//! | `{P}:events` | channel | cluster-wide notices (a node leaving) |
+//! | `{P}:events` | channel | cluster-wide notices (a node leaving, a session registered) |
 
 use crate::protocol::TokenHash;
 use crate::registry::{NodeId, SessionId};
