@@ -3,220 +3,16 @@
 //! Every label value comes from a fixed enum in this crate: never a token, a client id or any
 //! other client-supplied string.
 
+mod labels;
+
+pub use labels::{
+    BusResult, CloseReason, DiscoveryOutcome, Limit, RedisOp, RegistrationResult, RpcResult,
+};
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
-
-/// How a discovery ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiscoveryOutcome {
-    /// A live session answered the port RPC.
-    Hit,
-    /// No live session for the token.
-    Miss,
-    /// Answered with the subprotocol or fallback port: the session has no JSON-RPC peer, or its
-    /// reply was not a port.
-    Fallback,
-    /// Answered with the subprotocol or fallback port because the RPC did not answer in time, or
-    /// (5xx) nothing could be answered within the deadline.
-    Timeout,
-    /// The registry or bus failed (5xx).
-    Error,
-    /// Refused by the per-client rate limit (429).
-    RateLimited,
-}
-
-impl DiscoveryOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Miss => "miss",
-            Self::Fallback => "fallback",
-            Self::Timeout => "timeout",
-            Self::Error => "error",
-            Self::RateLimited => "rate_limited",
-        }
-    }
-}
-
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent a close frame.
-    ClientClose,
-    /// The connection ended without a close frame.
-    Disconnect,
-    /// No frame of any kind (ping included) within the idle timeout.
-    Idle,
-    /// A frame over the size limit (closed with 1009).
-    FrameTooLarge,
-    /// A WebSocket protocol violation (closed with 1002).
-    ProtocolError,
-    /// The node is draining (closed with 1001).
-    Drain,
-    /// The client stopped reading and our outbound queue stayed full (closed with 1008).
-    SlowConsumer,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ClientClose => "client_close",
-            Self::Disconnect => "disconnect",
-            Self::Idle => "idle",
-            Self::FrameTooLarge => "frame_too_large",
-            Self::ProtocolError => "protocol_error",
-            Self::Drain => "drain",
-            Self::SlowConsumer => "slow_consumer",
-        }
-    }
-}
-
-/// How a registration attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistrationResult {
-    Accepted,
-    NoToken,
-    NodeFull,
-    TokenFull,
-    Draining,
-    BadHandshake,
-    Error,
-}
-
-impl RegistrationResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::NoToken => "no_token",
-            Self::NodeFull => "node_full",
-            Self::TokenFull => "token_full",
-            Self::Draining => "draining",
-            Self::BadHandshake => "bad_handshake",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// A configured limit that was hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    FrameSize,
-    SessionsPerNode,
-    SessionsPerToken,
-    IdleTime,
-    JsonDepth,
-    DiscoveryRate,
-    SessionQueue,
-}
-
-impl Limit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::FrameSize => "frame_size",
-            Self::SessionsPerNode => "sessions_per_node",
-            Self::SessionsPerToken => "sessions_per_token",
-            Self::IdleTime => "idle_time",
-            Self::JsonDepth => "json_depth",
-            Self::DiscoveryRate => "discovery_rate",
-            Self::SessionQueue => "session_queue",
-        }
-    }
-}
-
-/// How one `getHostieGrpcPort` RPC ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RpcResult {
-    Ok,
-    Error,
-    Timeout,
-}
-
-impl RpcResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Timeout => "timeout",
-        }
-    }
-}
-
-/// A Redis operation, for counting its errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisOp {
-    Register,
-    Release,
-    Lookup,
-    Heartbeat,
-    Sweep,
-    Reassert,
-    Drain,
-    Publish,
-    Subscribe,
-    Ping,
-}
-
-impl RedisOp {
-    pub const ALL: [RedisOp; 10] = [
-        Self::Register,
-        Self::Release,
-        Self::Lookup,
-        Self::Heartbeat,
-        Self::Sweep,
-        Self::Reassert,
-        Self::Drain,
-        Self::Publish,
-        Self::Subscribe,
-        Self::Ping,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Register => "register",
-            Self::Release => "release",
-            Self::Lookup => "lookup",
-            Self::Heartbeat => "heartbeat",
-            Self::Sweep => "sweep",
-            Self::Reassert => "reassert",
-            Self::Drain => "drain",
-            Self::Publish => "publish",
-            Self::Subscribe => "subscribe",
-            Self::Ping => "ping",
-        }
-    }
-}
-
-/// How one cross-node bus request ended, as seen by the requester.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BusResult {
-    Ok,
-    SessionGone,
-    NoSubscriber,
-    Timeout,
-    Error,
-}
-
-impl BusResult {
-    pub const ALL: [BusResult; 5] = [
-        Self::Ok,
-        Self::SessionGone,
-        Self::NoSubscriber,
-        Self::Timeout,
-        Self::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::SessionGone => "session_gone",
-            Self::NoSubscriber => "no_subscriber",
-            Self::Timeout => "timeout",
-            Self::Error => "error",
-        }
-    }
-}
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -440,35 +236,20 @@ impl Metrics {
     /// Creates every labelled series at zero, so dashboards and alerts see them before the first
     /// event (rate() over a missing series is empty, not zero).
     fn touch_label_sets(&self) {
-        use crate::protocol::EventKind;
-        for o in [
-            DiscoveryOutcome::Hit,
-            DiscoveryOutcome::Miss,
-            DiscoveryOutcome::Fallback,
-            DiscoveryOutcome::Timeout,
-            DiscoveryOutcome::Error,
-            DiscoveryOutcome::RateLimited,
-        ] {
+        use crate::protocol::{EventKind, FrameError};
+        for o in DiscoveryOutcome::ALL {
             self.discoveries.with_label_values(&[o.as_str()]);
             self.discovery_seconds.with_label_values(&[o.as_str()]);
         }
-        for r in [RpcResult::Ok, RpcResult::Error, RpcResult::Timeout] {
+        for r in RpcResult::ALL {
             self.rpc_seconds.with_label_values(&[r.as_str()]);
         }
-        for l in [
-            Limit::FrameSize,
-            Limit::SessionsPerNode,
-            Limit::SessionsPerToken,
-            Limit::IdleTime,
-            Limit::JsonDepth,
-            Limit::DiscoveryRate,
-            Limit::SessionQueue,
-        ] {
+        for l in Limit::ALL {
             self.limits.with_label_values(&[l.as_str()]);
         }
         for r in [
-            crate::protocol::FrameError::Malformed.as_str(),
-            crate::protocol::FrameError::TooDeep.as_str(),
+            FrameError::Malformed.as_str(),
+            FrameError::TooDeep.as_str(),
             "binary",
         ] {
             self.frames_dropped.with_label_values(&[r]);
@@ -482,26 +263,10 @@ impl Metrics {
         for k in EventKind::ALL {
             self.frames.with_label_values(&[k.as_str()]);
         }
-        for r in [
-            RegistrationResult::Accepted,
-            RegistrationResult::NoToken,
-            RegistrationResult::NodeFull,
-            RegistrationResult::TokenFull,
-            RegistrationResult::Draining,
-            RegistrationResult::BadHandshake,
-            RegistrationResult::Error,
-        ] {
+        for r in RegistrationResult::ALL {
             self.registrations.with_label_values(&[r.as_str()]);
         }
-        for c in [
-            CloseReason::ClientClose,
-            CloseReason::Disconnect,
-            CloseReason::Idle,
-            CloseReason::FrameTooLarge,
-            CloseReason::ProtocolError,
-            CloseReason::Drain,
-            CloseReason::SlowConsumer,
-        ] {
+        for c in CloseReason::ALL {
             self.closes.with_label_values(&[c.as_str()]);
         }
     }

@@ -1,0 +1,253 @@
+//! Label values: one fixed enum per label, so that no client-supplied string can ever become
+//! a label value. Each enum lists `ALL` its values, which are created at zero on start.
+
+/// How a discovery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryOutcome {
+    /// A live session answered the port RPC.
+    Hit,
+    /// No live session for the token.
+    Miss,
+    /// Answered with the subprotocol or fallback port: the session has no JSON-RPC peer, or its
+    /// reply was not a port.
+    Fallback,
+    /// Answered with the subprotocol or fallback port because the RPC did not answer in time, or
+    /// (5xx) nothing could be answered within the deadline.
+    Timeout,
+    /// The registry or bus failed (5xx).
+    Error,
+    /// Refused by the per-client rate limit (429).
+    RateLimited,
+}
+
+impl DiscoveryOutcome {
+    pub const ALL: [DiscoveryOutcome; 6] = [
+        Self::Hit,
+        Self::Miss,
+        Self::Fallback,
+        Self::Timeout,
+        Self::Error,
+        Self::RateLimited,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Fallback => "fallback",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame.
+    ClientClose,
+    /// The connection ended without a close frame.
+    Disconnect,
+    /// No frame of any kind (ping included) within the idle timeout.
+    Idle,
+    /// A frame over the size limit (closed with 1009).
+    FrameTooLarge,
+    /// A WebSocket protocol violation (closed with 1002).
+    ProtocolError,
+    /// The node is draining (closed with 1001).
+    Drain,
+    /// The client stopped reading and our outbound queue stayed full (closed with 1008).
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 7] = [
+        Self::ClientClose,
+        Self::Disconnect,
+        Self::Idle,
+        Self::FrameTooLarge,
+        Self::ProtocolError,
+        Self::Drain,
+        Self::SlowConsumer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClose => "client_close",
+            Self::Disconnect => "disconnect",
+            Self::Idle => "idle",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::ProtocolError => "protocol_error",
+            Self::Drain => "drain",
+            Self::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// How a registration attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationResult {
+    Accepted,
+    NoToken,
+    NodeFull,
+    TokenFull,
+    Draining,
+    BadHandshake,
+    Error,
+}
+
+impl RegistrationResult {
+    pub const ALL: [RegistrationResult; 7] = [
+        Self::Accepted,
+        Self::NoToken,
+        Self::NodeFull,
+        Self::TokenFull,
+        Self::Draining,
+        Self::BadHandshake,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::NoToken => "no_token",
+            Self::NodeFull => "node_full",
+            Self::TokenFull => "token_full",
+            Self::Draining => "draining",
+            Self::BadHandshake => "bad_handshake",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A configured limit that was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    FrameSize,
+    SessionsPerNode,
+    SessionsPerToken,
+    IdleTime,
+    JsonDepth,
+    DiscoveryRate,
+    SessionQueue,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 7] = [
+        Self::FrameSize,
+        Self::SessionsPerNode,
+        Self::SessionsPerToken,
+        Self::IdleTime,
+        Self::JsonDepth,
+        Self::DiscoveryRate,
+        Self::SessionQueue,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FrameSize => "frame_size",
+            Self::SessionsPerNode => "sessions_per_node",
+            Self::SessionsPerToken => "sessions_per_token",
+            Self::IdleTime => "idle_time",
+            Self::JsonDepth => "json_depth",
+            Self::DiscoveryRate => "discovery_rate",
+            Self::SessionQueue => "session_queue",
+        }
+    }
+}
+
+/// How one `getHostieGrpcPort` RPC ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcResult {
+    Ok,
+    Error,
+    Timeout,
+}
+
+impl RpcResult {
+    pub const ALL: [RpcResult; 3] = [Self::Ok, Self::Error, Self::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// A Redis operation, for counting its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisOp {
+    Register,
+    Release,
+    Lookup,
+    Heartbeat,
+    Sweep,
+    Reassert,
+    Drain,
+    Publish,
+    Subscribe,
+    Ping,
+}
+
+impl RedisOp {
+    pub const ALL: [RedisOp; 10] = [
+        Self::Register,
+        Self::Release,
+        Self::Lookup,
+        Self::Heartbeat,
+        Self::Sweep,
+        Self::Reassert,
+        Self::Drain,
+        Self::Publish,
+        Self::Subscribe,
+        Self::Ping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Release => "release",
+            Self::Lookup => "lookup",
+            Self::Heartbeat => "heartbeat",
+            Self::Sweep => "sweep",
+            Self::Reassert => "reassert",
+            Self::Drain => "drain",
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// How one cross-node bus request ended, as seen by the requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusResult {
+    Ok,
+    SessionGone,
+    NoSubscriber,
+    Timeout,
+    Error,
+}
+
+impl BusResult {
+    pub const ALL: [BusResult; 5] = [
+        Self::Ok,
+        Self::SessionGone,
+        Self::NoSubscriber,
+        Self::Timeout,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::SessionGone => "session_gone",
+            Self::NoSubscriber => "no_subscriber",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+}
