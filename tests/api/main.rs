@@ -1,6 +1,8 @@
 //! Integration tests: real nodes on port 0, real WebSocket and HTTP clients on loopback.
 
+mod gateway;
 mod helpers;
+mod process;
 mod redis_server;
 
 mod cluster;
