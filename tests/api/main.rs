@@ -6,11 +6,13 @@ mod process;
 mod redis_server;
 
 mod cluster;
+mod cluster_faults;
 mod deploy;
 mod discovery;
 mod e2e;
 mod lifecycle;
 mod limits;
+mod redis_traffic;
 mod registration;
 mod registry_contract;
 mod rpc;
