@@ -58,26 +58,14 @@ async fn missing_token_is_refused_with_401() {
 async fn malformed_authorization_is_refused_with_401() {
     let node = spawn_node(test_config()).await;
     // "Bearer" scheme: no token.
-    let tcp = tokio::net::TcpStream::connect(node.http).await.unwrap();
-    let mut req = tokio_tungstenite::tungstenite::http::Request::builder()
-        .uri(format!("ws://{}/v0/websocket", node.http))
-        .header("Authorization", "Bearer abc")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Host", node.http.to_string());
-    req = req.header("Sec-WebSocket-Protocol", "io|0.0.1|x||1");
-    let err = tokio_tungstenite::client_async(req.body(()).unwrap(), tcp)
+    let opts = GatewayOptions::new("x", 1)
+        .no_token()
+        .header("Authorization", "Bearer abc");
+    let refused = Gateway::connect(node.http, opts)
         .await
-        .expect_err("refused");
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(res) => assert_eq!(res.status(), 401),
-        other => panic!("expected an HTTP refusal, got {other}"),
-    }
+        .err()
+        .expect("a Bearer header is no token");
+    assert_eq!(refused.status, 401);
 }
 
 #[tokio::test]
