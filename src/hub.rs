@@ -71,6 +71,24 @@ struct Tables {
     shared: HashSet<TokenHash>,
 }
 
+impl Tables {
+    /// This node's discoverable sessions of a token.
+    fn token_sessions<'a>(&'a self, token: &TokenHash) -> impl Iterator<Item = &'a LocalSession> {
+        self.by_token
+            .get(token)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.get(id))
+    }
+}
+
+/// The sessions' records, newest first.
+fn newest_records<'a>(sessions: impl IntoIterator<Item = &'a LocalSession>) -> Vec<SessionRecord> {
+    let mut list: Vec<SessionRecord> = sessions.into_iter().map(|s| (*s.record).clone()).collect();
+    newest_first(&mut list);
+    list
+}
+
 pub struct Hub {
     tables: Mutex<Tables>,
     max_sessions: usize,
@@ -165,17 +183,11 @@ impl Hub {
         if t.shared.contains(token) {
             return None;
         }
-        let ids = t.by_token.get(token)?;
-        let mut list = Vec::with_capacity(ids.len());
-        for id in ids {
-            let s = t.sessions.get(id)?;
-            if s.epoch != Some(epoch) {
-                return None;
-            }
-            list.push((*s.record).clone());
+        let sessions: Vec<&LocalSession> = t.token_sessions(token).collect();
+        if sessions.is_empty() || sessions.iter().any(|s| s.epoch != Some(epoch)) {
+            return None;
         }
-        newest_first(&mut list);
-        Some(list)
+        Some(newest_records(sessions))
     }
 
     /// Every discoverable local session's record (for re-assertion).
@@ -199,17 +211,7 @@ impl Hub {
     /// This node's discoverable sessions of a token, newest first (used when the registry
     /// cannot be read).
     pub fn local_candidates(&self, token: &TokenHash) -> Vec<SessionRecord> {
-        let t = self.lock();
-        let mut list: Vec<SessionRecord> = t
-            .by_token
-            .get(token)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| t.sessions.get(id))
-            .map(|s| (*s.record).clone())
-            .collect();
-        newest_first(&mut list);
-        list
+        newest_records(self.lock().token_sessions(token))
     }
 
     /// The port a session answers with when its RPC cannot: the subprotocol's, else the
