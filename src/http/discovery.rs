@@ -38,7 +38,9 @@ async fn answer(
     req: &HttpRequest,
     state: &AppState,
 ) -> Result<(DiscoveryOutcome, HttpResponse), ApiError> {
-    if let (Some(limiter), Some(ip)) = (&state.limiter, state.client_ip(req))
+    // The client address is worked out only when a limit is configured.
+    if let Some(limiter) = &state.limiter
+        && let Some(ip) = state.client_ip(req)
         && let Err(not_until) = limiter.check_key(&ip)
     {
         state
