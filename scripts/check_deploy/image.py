@@ -58,7 +58,8 @@ def check_dockerfile(_: argparse.Namespace) -> int:
               if ln.strip() and not ln.startswith("#")]
     for must in ("target", ".git", "tests/e2e/node_modules"):
         p.check(must in ignore, ".dockerignore", f"does not exclude {must}")
-    for must in ("Cargo.toml", "Cargo.lock", "src"):
+    # vendor/: Cargo.toml's [patch.crates-io] builds actix-http from there.
+    for must in ("Cargo.toml", "Cargo.lock", "src", "vendor/actix-http"):
         p.check(must not in ignore and (ROOT / must).exists(), ".dockerignore",
                 f"{must} must be in the build context")
     return p.finish("deploy/Dockerfile ok: multi-stage, distroless non-root, EXPOSE 8080 8443 9090")

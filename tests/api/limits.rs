@@ -60,6 +60,36 @@ async fn frame_just_under_the_limit_is_fine() {
     assert!(!gw.is_closed());
 }
 
+/// The HTTP/1 dispatcher starts each connection with 1 KiB buffers (vendor/README.md): larger
+/// request heads and frames are read in several reads, on both kinds of request.
+#[tokio::test]
+async fn heads_and_frames_larger_than_the_connection_buffer_are_read_whole() {
+    let node = spawn_node(test_config()).await;
+    let t = token("bighead");
+    let cookie = "c".repeat(12 * 1024);
+    let gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 1004).header("cookie", &cookie),
+    )
+    .await
+    .unwrap();
+    let res = reqwest::Client::new()
+        .get(node.url(&format!("/v0/hosties/{t}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["port"], 1004);
+    // A 20 KiB frame, then the session still answers.
+    gw.send_text(format!(
+        r#"{{"name":"scan","payload":"{}"}}"#,
+        "x".repeat(20 * 1024)
+    ));
+    assert_eq!(node.discover(&t).await.1["port"], 1004);
+    assert!(!gw.is_closed());
+}
+
 #[tokio::test]
 async fn malformed_and_too_deep_json_are_dropped_without_closing() {
     let node = spawn_node(test_config()).await;
