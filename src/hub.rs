@@ -61,6 +61,8 @@ struct LocalSession {
     cmd: mpsc::Sender<SessionCmd>,
     /// The bus subscription under which it registered (see `fast_candidates`).
     epoch: Option<u64>,
+    /// The runtime of the worker thread the session task runs on (see `Hub::home`).
+    home: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
@@ -136,6 +138,8 @@ impl Hub {
                 discoverable,
                 cmd,
                 epoch,
+                // Called from the session's own worker thread, before its task starts.
+                home: tokio::runtime::Handle::try_current().ok(),
             },
         );
         self.metrics.sessions.set(t.sessions.len() as i64);
@@ -159,6 +163,13 @@ impl Hub {
         }
         self.metrics.sessions.set(t.sessions.len() as i64);
         true
+    }
+
+    /// The runtime of the worker thread that runs the session's task. Work for that session
+    /// spawned there (a port request from another node) talks to the session without waking
+    /// another thread, and publishes its reply on that thread's Redis connection.
+    pub fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle> {
+        self.lock().sessions.get(&session)?.home.clone()
     }
 
     pub fn contains(&self, session: SessionId) -> bool {

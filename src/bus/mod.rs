@@ -28,6 +28,9 @@ pub trait PortResponder: Send + Sync + 'static {
 
     /// Another node recorded a session of `token`.
     fn foreign_registration(&self, token: &TokenHash);
+
+    /// Where work for `session` should run (the runtime of its worker thread), if known.
+    fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle>;
 }
 
 #[async_trait]
@@ -42,6 +45,10 @@ impl PortResponder for crate::hub::Hub {
 
     fn foreign_registration(&self, token: &TokenHash) {
         self.mark_shared(token);
+    }
+
+    fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle> {
+        crate::hub::Hub::home(self, session)
     }
 }
 
