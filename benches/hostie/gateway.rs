@@ -2,6 +2,12 @@
 //! handshake), answer `getHostieGrpcPort` with their port, ping every `ping` like the real
 //! client, and on a close reconnect with the real client's backoff (1, 3, 9, … ms) to the next
 //! address, as a load balancer would send them.
+//!
+//! The real client pings from a `setInterval` started with its process, not with its
+//! connection: gateways that register in the same second still ping at unrelated moments, and a
+//! reconnect keeps the rhythm. Each simulated gateway therefore has one ping timer for its whole
+//! life, its phases spread evenly over the period (registering the whole fleet within a second
+//! and starting every timer then would make all of them ping within that second, every period).
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -76,12 +82,15 @@ async fn connect(
 }
 
 /// Serves one registered session until the server closes it.
-async fn serve(mut ws: tokio_tungstenite::WebSocketStream<TcpStream>, port: u16, ping: Duration) {
+async fn serve(
+    mut ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    port: u16,
+    tick: &mut tokio::time::Interval,
+) {
     let sys = json!({"name":"sys","payload":"Wechaty version 1.20.2 with CUID: bench"}).to_string();
     if ws.send(Message::text(sys)).await.is_err() {
         return;
     }
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
@@ -121,6 +130,14 @@ pub fn start(spec: FleetSpec, stop: tokio_util::sync::CancellationToken) -> Flee
         let (connected, reconnects, gate) = (connected.clone(), reconnects.clone(), gate.clone());
         tokio::spawn(async move {
             let token = token(&spec.prefix, i);
+            let phase = spec
+                .ping
+                .mul_f64((i - spec.from) as f64 / spec.count as f64);
+            let first = tokio::time::Instant::now() + phase;
+            let mut tick = tokio::time::interval_at(first, spec.ping);
+            // Ticks missed while disconnected are not made up for (setInterval pings only when
+            // connected): at most one ping right after the reconnect, then the old rhythm.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut attempt = 0usize;
             let mut registered_before = false;
             let mut tries = 0usize;
@@ -143,7 +160,7 @@ pub fn start(spec: FleetSpec, stop: tokio_util::sync::CancellationToken) -> Flee
                         registered_before = true;
                         connected.fetch_add(1, Ordering::Relaxed);
                         tokio::select! {
-                            () = serve(ws, spec.port, spec.ping) => {}
+                            () = serve(ws, spec.port, &mut tick) => {}
                             () = stop.cancelled() => {}
                         }
                         connected.fetch_sub(1, Ordering::Relaxed);
