@@ -167,6 +167,10 @@ impl Application {
                 .configure(http::public_routes)
         })
         .workers(workers)
+        // Without it, a JSON-RPC request written to a gateway right after a pong waits for
+        // that pong's ACK (Nagle's algorithm), which the gateway delays: milliseconds added
+        // to discoveries whenever pings are in flight.
+        .tcp_nodelay(true)
         .client_request_timeout(config.handshake_timeout)
         .shutdown_timeout(SERVER_STOP_TIMEOUT_SECS)
         .disable_signals()

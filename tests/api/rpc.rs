@@ -137,3 +137,40 @@ async fn late_reply_after_the_deadline_is_dropped_and_the_next_query_asks_again(
     assert_eq!(second.0, 200);
     assert_eq!(gw.request_count(), 2, "an expired request is not joined");
 }
+
+/// A gateway pings after a quiet while; the registry's pong is the last thing on the wire when
+/// the next port request is written. With Nagle's algorithm on the accepted connection that
+/// request waits for the pong's ACK, which the gateway's kernel delays because it has nothing to
+/// send: every discovery within ≈ 40 ms of a ping took ≈ 40 ms (measured here without the fix;
+/// found by the benchmark once its gateways pinged at realistic, spread-out times). The
+/// registry sets TCP_NODELAY on accepted connections.
+#[tokio::test]
+async fn a_port_request_right_after_a_pong_is_not_held_back() {
+    let node = spawn_node(test_config()).await;
+    let t = token("nagle");
+    let gw = Gateway::connect(node.http, GatewayOptions::new(&t, 4321))
+        .await
+        .unwrap();
+    // Past the connection's first exchanges (the kernel ACKs those at once).
+    for _ in 0..20 {
+        assert_eq!(node.discover(&t).await.0, 200);
+    }
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        // Like a real gateway: a ping after a quiet while.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gw.send(tokio_tungstenite::tungstenite::Message::Ping(
+            Vec::new().into(),
+        ));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let started = Instant::now();
+        assert_eq!(node.discover(&t).await.0, 200);
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < Duration::from_millis(5),
+        "discoveries right after a ping: {took:?}"
+    );
+}
