@@ -120,7 +120,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
 
     /// Cluster mode: a node whose heartbeat is this old is dead; its sessions stop being
-    /// offered and are swept.
+    /// offered and are swept. Also how long other nodes' records read for a discovery are
+    /// remembered.
     #[arg(long, env = "HOSTIE_HEARTBEAT_TTL", default_value = "5s", value_parser = duration)]
     pub heartbeat_ttl: Duration,
 

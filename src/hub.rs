@@ -1,4 +1,6 @@
-//! The node's local table of sessions: token → sessions, and a handle to each session's task.
+//! The node's local table of sessions: token → sessions, and a handle to each session's task;
+//! and what the node knows of other nodes' sessions (`RemoteCache`), which every local change
+//! and every other node's registration notice updates.
 //!
 //! Only this node touches it. A `std::sync::Mutex` around two small maps: nothing awaits under
 //! the lock. Asking a session for its port goes through the session's bounded command queue.
@@ -6,9 +8,11 @@
 use crate::metrics::{Limit, Metrics};
 use crate::protocol::{PeerHint, TokenHash};
 use crate::registry::{SessionId, SessionRecord, newest_first};
+use crate::remote_cache::RemoteCache;
 use crate::rpc_table::RpcOutcome;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -93,19 +97,35 @@ fn newest_records<'a>(sessions: impl IntoIterator<Item = &'a LocalSession>) -> V
 
 pub struct Hub {
     tables: Mutex<Tables>,
+    remote: RemoteCache,
+    /// Cleared when the node starts draining: its records are being removed, so its sessions
+    /// are no longer offered to anyone (see `ask_port`).
+    offering: AtomicBool,
     max_sessions: usize,
     fallback_port: u16,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(max_sessions: usize, fallback_port: u16, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        max_sessions: usize,
+        fallback_port: u16,
+        remote: RemoteCache,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             tables: Mutex::default(),
+            remote,
+            offering: AtomicBool::new(true),
             max_sessions,
             fallback_port,
             metrics,
         }
+    }
+
+    /// Other nodes' sessions looked up recently (see `remote_cache`).
+    pub fn remote(&self) -> &RemoteCache {
+        &self.remote
     }
 
     fn lock(&self) -> MutexGuard<'_, Tables> {
@@ -130,6 +150,8 @@ impl Hub {
                 .entry(record.token)
                 .or_default()
                 .push(record.session);
+            // The token's newest session is now this one.
+            self.remote.forget(&record.token);
         }
         t.sessions.insert(
             record.session,
@@ -152,6 +174,9 @@ impl Hub {
         let Some(s) = t.sessions.remove(&session) else {
             return false;
         };
+        if s.discoverable {
+            self.remote.forget(&s.record.token);
+        }
         if s.discoverable
             && let Some(ids) = t.by_token.get_mut(&s.record.token)
         {
@@ -176,8 +201,11 @@ impl Hub {
         self.lock().sessions.contains_key(&session)
     }
 
-    /// Notes that another node holds (or may hold) a session of a token this node holds.
+    /// Notes that another node holds (or may hold) a new session of a token: a token this node
+    /// holds is shared from now on, and what the node knew of other nodes' sessions of it is out
+    /// of date.
     pub fn mark_shared(&self, token: &TokenHash) {
+        self.remote.forget(token);
         let mut t = self.lock();
         if t.by_token.contains_key(token) {
             t.shared.insert(*token);
@@ -234,12 +262,22 @@ impl Hub {
         }
     }
 
-    /// Asks a local session for its port, waiting at most `budget` for the RPC.
+    /// From now on every session counts as gone to `ask_port` (the node is draining).
+    pub fn stop_offering(&self) {
+        self.offering.store(false, Ordering::SeqCst);
+    }
+
+    /// Asks a local session for its port, waiting at most `budget` for the RPC. Once the node
+    /// drains, every session is gone: a peer may still hold this node's records from before
+    /// they were removed (read just before, or cached until the `Leave` notice arrives).
     pub async fn ask_port(
         &self,
         session: SessionId,
         budget: Duration,
     ) -> Result<PortAnswer, SessionGone> {
+        if !self.offering.load(Ordering::SeqCst) {
+            return Err(SessionGone);
+        }
         let (record, cmd) = {
             let t = self.lock();
             let s = t.sessions.get(&session).ok_or(SessionGone)?;

@@ -11,7 +11,8 @@
 //! - [`session`]: one task per WebSocket, one `select!` loop over inbound frames, commands,
 //!   the idle timer and the RPC sweep; [`rpc_table`] single-flights its `getHostieGrpcPort`
 //!   requests.
-//! - [`hub`]: the node's local table, token → sessions, and the handle to ask a session.
+//! - [`hub`]: the node's local table, token → sessions, and the handle to ask a session;
+//!   [`remote_cache`]: other nodes' records it read recently.
 //! - [`registry`]: the cluster-wide record of which node holds which session (trait; in-memory
 //!   and Redis implementations, the same contract tests for both).
 //! - [`bus`]: node-to-node "ask session S for its port" (trait; in-memory and Redis pub/sub).
@@ -39,7 +40,8 @@
 //!
 //! In cluster mode step 2 is one `HVALS` (records of nodes whose heartbeat ran out are left
 //! out), skipped entirely when this node provably holds every session of the token
-//! ([`hub::Hub::fast_candidates`]); a remote ask in step 3 is a PUBLISH on the owner's channel
+//! ([`hub::Hub::fast_candidates`]) or read the token's records of other nodes' sessions
+//! recently ([`remote_cache`]); a remote ask in step 3 is a PUBLISH on the owner's channel
 //! answered by a PUBLISH on ours ([`bus::redis`]): at most 3 Redis round trips.
 //!
 //! ## Shared state
@@ -71,6 +73,7 @@ pub mod node;
 pub mod protocol;
 pub mod redis_conn;
 pub mod registry;
+pub mod remote_cache;
 pub mod rpc_table;
 pub mod session;
 pub mod shutdown;

@@ -6,7 +6,7 @@
 
 use crate::bus::{Bus, BusError};
 use crate::hub::{Hub, NodeFull, PortAnswer, PortSource, SessionCmd};
-use crate::metrics::{DiscoveryOutcome, Limit, Metrics};
+use crate::metrics::{DiscoveryOutcome, Limit, LookupSource, Metrics};
 use crate::protocol::{HostieAnswer, Token, TokenHash};
 use crate::registry::{Admission, NodeId, Registry, RegistryError, SessionId, SessionRecord};
 use crate::session::SessionSettings;
@@ -230,9 +230,11 @@ impl Node {
 
     /// Resolves a token to `{host, ip, port}` within the discovery deadline.
     ///
-    /// The candidates come from the registry, or straight from the hub when this node provably
-    /// holds every session of the token (`Hub::fast_candidates`): a same-node hit then costs no
-    /// Redis round trip.
+    /// The candidates come from the registry, or without a Redis round trip from the hub when
+    /// this node provably holds every session of the token (`Hub::fast_candidates`), or from the
+    /// records of other nodes' sessions this node read recently (`RemoteCache`). When cached
+    /// candidates answer nothing (a session closed, a node went away since), the registry is read
+    /// again within the same deadline.
     ///
     /// Candidates are asked newest first. A port from the RPC wins at once; a fallback port
     /// (no peer, failed or late RPC) is kept while older sessions get their chance, and answered
@@ -240,29 +242,58 @@ impl Node {
     /// silent newest session cannot starve an older live one.
     pub async fn discover(&self, token: &Token) -> Result<Discovered, DiscoveryError> {
         let hash = token.hash();
-        let deadline = Instant::now() + self.settings.rpc_timeout;
-        let margin = self.settings.rpc_timeout / 20;
-        let fast = self
-            .bus
-            .notice_epoch()
-            .and_then(|epoch| self.hub.fast_candidates(&hash, epoch));
-        let lookup = match fast {
-            Some(local) => Ok(local),
-            None => self.registry.candidates(&hash).await,
-        };
-        let candidates = match lookup {
-            Ok(c) => c,
+        let started = Instant::now();
+        let deadline = started + self.settings.rpc_timeout;
+        let epoch = self.bus.notice_epoch();
+        if let Some(local) = epoch.and_then(|epoch| self.hub.fast_candidates(&hash, epoch)) {
+            self.metrics.lookup(LookupSource::Hub);
+            return self.ask_in_turn(&hash, &local, deadline).await;
+        }
+        let remote = self.hub.remote();
+        if let Some(cached) = epoch.and_then(|epoch| remote.get(&hash, epoch, started)) {
+            self.metrics.lookup(LookupSource::Cache);
+            let result = self.ask_in_turn(&hash, &cached, deadline).await;
+            if result.is_ok() {
+                return result;
+            }
+            tracing::debug!(token = %hash, "cached candidates answered nothing; reading the registry");
+        }
+        let ticket = epoch.map(|epoch| remote.ticket(epoch, Instant::now()));
+        let candidates = match self.registry.candidates(&hash).await {
+            Ok(c) => {
+                self.metrics.lookup(LookupSource::Registry);
+                if let Some(ticket) = ticket {
+                    remote.put(hash, &c, ticket);
+                }
+                c
+            }
             Err(e) => {
                 let local = self.hub.local_candidates(&hash);
                 if local.is_empty() {
                     return Err(DiscoveryError::Registry(e));
                 }
+                self.metrics.lookup(LookupSource::Hub);
                 tracing::debug!(token = %hash, error = %e, "registry unreadable; answering from the hub");
                 local
             }
         };
+        self.ask_in_turn(&hash, &candidates, deadline).await
+    }
+
+    /// Asks `candidates` in turn until one answers with its RPC port or the deadline is near.
+    /// A candidate found gone (its session closed, its node off the bus), or candidates that
+    /// answered nothing at all, drop the token from the remote cache, whatever the others
+    /// answered: its records are out of date.
+    async fn ask_in_turn(
+        &self,
+        hash: &TokenHash,
+        candidates: &[SessionRecord],
+        deadline: Instant,
+    ) -> Result<Discovered, DiscoveryError> {
+        let margin = self.settings.rpc_timeout / 20;
         let mut fallback: Option<(&SessionRecord, PortAnswer)> = None;
         let mut last_error: Option<BusError> = None;
+        let mut stale = false;
         for (i, record) in candidates.iter().enumerate() {
             let remaining = deadline
                 .saturating_duration_since(Instant::now())
@@ -284,19 +315,23 @@ impl Node {
             };
             match asked {
                 Ok(answer) if answer.source == PortSource::Rpc => {
-                    return Ok(found(record, answer));
+                    fallback = Some((record, answer));
+                    break;
                 }
                 Ok(answer) => {
                     fallback.get_or_insert((record, answer));
                 }
                 // Gone for sure: the session closed, or its node has no subscriber (dead or
                 // drained). Not an error: with no other candidate the answer is a 404.
-                Err(BusError::SessionGone | BusError::NodeGone(_)) => {}
+                Err(BusError::SessionGone | BusError::NodeGone(_)) => stale = true,
                 Err(e) => {
                     tracing::debug!(token = %hash, node = %record.node, error = %e, "candidate unreachable");
                     last_error = Some(e);
                 }
             }
+        }
+        if stale || (fallback.is_none() && !candidates.is_empty()) {
+            self.hub.remote().forget(hash);
         }
         match (fallback, last_error) {
             (Some((record, answer)), _) => Ok(found(record, answer)),
@@ -305,13 +340,14 @@ impl Node {
         }
     }
 
-    /// Drains: fails readiness and refuses upgrades at once, removes this node's records, tells
-    /// peers, then closes every session with 1001 spread over the drain spread, waiting at most
+    /// Drains: fails readiness, refuses upgrades and stops answering for its sessions at once,
+    /// removes this node's records, tells peers, then closes every session with 1001 spread over the drain spread, waiting at most
     /// the grace period for them to finish.
     pub async fn drain(&self) {
         if self.draining.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.hub.stop_offering();
         let started = Instant::now();
         tracing::info!(node = %self.id(), sessions = self.hub.len(), "draining");
         if let Err(e) = self.registry.release_node(self.id()).await {

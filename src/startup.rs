@@ -11,6 +11,7 @@ use crate::node::{Node, NodeSettings};
 use crate::redis_conn::RedisConns;
 use crate::registry::keys::Keys;
 use crate::registry::{MemoryRegistry, NodeId, RedisRegistry, Registry};
+use crate::remote_cache::RemoteCache;
 use crate::session::SessionSettings;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -36,6 +37,9 @@ pub enum Backends {
 
 /// Redis connections a node keeps for commands (publishes included); pub/sub has its own.
 const REDIS_POOL_SIZE: usize = 16;
+
+/// Tokens whose remote sessions a node remembers (≈ 250 B each: at most ≈ 16 MiB).
+const REMOTE_CACHE_TOKENS: usize = 65_536;
 
 impl Backends {
     pub fn memory() -> Self {
@@ -129,6 +133,7 @@ impl Application {
         let hub = Arc::new(Hub::new(
             config.max_sessions as usize,
             config.fallback_port,
+            RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS),
             metrics.clone(),
         ));
         let (registry, bus) = backends.connect(config, &node_id, &hub, &metrics)?;

@@ -29,6 +29,9 @@ pub trait PortResponder: Send + Sync + 'static {
     /// Another node recorded a session of `token`.
     fn foreign_registration(&self, token: &TokenHash);
 
+    /// Another node is draining: its sessions are no longer offered.
+    fn peer_leaving(&self, node: &NodeId);
+
     /// Where work for `session` should run (the runtime of its worker thread), if known.
     fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle>;
 }
@@ -45,6 +48,10 @@ impl PortResponder for crate::hub::Hub {
 
     fn foreign_registration(&self, token: &TokenHash) {
         self.mark_shared(token);
+    }
+
+    fn peer_leaving(&self, node: &NodeId) {
+        self.remote().forget_node(node);
     }
 
     fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle> {

@@ -217,6 +217,7 @@ fn dispatch(shared: &Arc<Shared>, responder: Arc<dyn PortResponder>, message: Bu
             if node != shared.node {
                 // Dropping the senders fails every request in flight to that node at once.
                 shared.lock().retain(|_, (target, _)| *target != node);
+                responder.peer_leaving(&node);
                 tracing::info!(%node, "peer is leaving");
             }
         }

@@ -42,6 +42,29 @@ impl DiscoveryOutcome {
     }
 }
 
+/// Where a discovery found the token's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupSource {
+    /// This node's hub: it holds every session of the token, or the registry could not be read.
+    Hub,
+    /// Other nodes' records this node read recently (no Redis round trip).
+    Cache,
+    /// The registry (one Redis round trip).
+    Registry,
+}
+
+impl LookupSource {
+    pub const ALL: [LookupSource; 3] = [Self::Hub, Self::Cache, Self::Registry];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hub => "hub",
+            Self::Cache => "cache",
+            Self::Registry => "registry",
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

@@ -6,7 +6,8 @@
 mod labels;
 
 pub use labels::{
-    BusResult, CloseReason, DiscoveryOutcome, Limit, RedisOp, RegistrationResult, RpcResult,
+    BusResult, CloseReason, DiscoveryOutcome, Limit, LookupSource, RedisOp, RegistrationResult,
+    RpcResult,
 };
 
 use prometheus::{
@@ -26,6 +27,7 @@ pub struct Metrics {
     pub closes: IntCounterVec,
     pub discoveries: IntCounterVec,
     pub discovery_seconds: HistogramVec,
+    pub lookups: IntCounterVec,
     pub rpc_seconds: HistogramVec,
     pub frames: IntCounterVec,
     pub frames_dropped: IntCounterVec,
@@ -109,6 +111,12 @@ impl Metrics {
                 "hostie_discoveries_total",
                 "Discovery queries answered, by outcome.",
                 "outcome",
+            ),
+            lookups: counter_vec(
+                &registry,
+                "hostie_discovery_lookups_total",
+                "Where discoveries found the token's candidates.",
+                "source",
             ),
             discovery_seconds: histogram_vec(
                 &registry,
@@ -241,6 +249,9 @@ impl Metrics {
             self.discoveries.with_label_values(&[o.as_str()]);
             self.discovery_seconds.with_label_values(&[o.as_str()]);
         }
+        for s in LookupSource::ALL {
+            self.lookups.with_label_values(&[s.as_str()]);
+        }
         for r in RpcResult::ALL {
             self.rpc_seconds.with_label_values(&[r.as_str()]);
         }
@@ -292,6 +303,10 @@ impl Metrics {
         self.discovery_seconds
             .with_label_values(&[o.as_str()])
             .observe(seconds);
+    }
+
+    pub fn lookup(&self, s: LookupSource) {
+        self.lookups.with_label_values(&[s.as_str()]).inc();
     }
 
     pub fn rpc(&self, r: RpcResult, seconds: f64) {

@@ -140,3 +140,103 @@ async fn per_token_cap_holds_across_the_cluster() {
         .expect("a third session of the token is refused on any node");
     assert_eq!(refused.status, 429);
 }
+
+#[tokio::test]
+async fn repeated_cross_node_discoveries_skip_the_lookup_until_something_changes() {
+    let redis = RedisServer::start();
+    let nodes = spawn_cluster(3, &redis, &prefix()).await;
+    let asker = &nodes[2];
+    let lookups = |source: &'static str| async move {
+        asker
+            .metric(&format!(
+                "hostie_discovery_lookups_total{{source=\"{source}\"}}"
+            ))
+            .await
+    };
+    let t = token("cached");
+    let first = Gateway::connect(nodes[0].http, GatewayOptions::new(&t, 1111))
+        .await
+        .unwrap();
+    assert_eq!(asker.discover(&t).await.1["port"], 1111);
+    assert_eq!(asker.discover(&t).await.1["port"], 1111);
+    assert_eq!(
+        (lookups("registry").await, lookups("cache").await),
+        (1.0, 1.0)
+    );
+    assert_eq!(
+        first.request_count(),
+        2,
+        "a cached discovery still asks the session"
+    );
+
+    // A newer session on another node: its registration notice drops the cached records, and
+    // it is discoverable within 100 ms of its handshake (design §2).
+    let second = Gateway::connect(nodes[1].http, GatewayOptions::new(&t, 2222))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_millis(100), || async {
+            asker.discover(&t).await.1["port"] == 2222
+        })
+        .await,
+        "the newer remote session is found within 100 ms"
+    );
+    assert!(started.elapsed() < Duration::from_millis(100));
+    // Cached again, newest first.
+    assert_eq!(asker.discover(&t).await.1["port"], 2222);
+
+    // A newer session on the asking node itself: no notice needed, at once.
+    let third = Gateway::connect(asker.http, GatewayOptions::new(&t, 3333))
+        .await
+        .unwrap();
+    assert_eq!(asker.discover(&t).await.1["port"], 3333);
+    third.close();
+    assert!(third.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            asker.discover(&t).await.1["port"] == 2222
+        })
+        .await
+    );
+
+    // The cached newest session closes: asked, found gone, the older one answers; the entry is
+    // dropped, so the next discovery reads the registry and does not ask the closed one again.
+    assert_eq!(asker.discover(&t).await.1["port"], 2222);
+    let gone = || async {
+        asker
+            .metric("hostie_bus_requests_total{result=\"session_gone\"}")
+            .await
+    };
+    let (registry_before, gone_before) = (lookups("registry").await, gone().await);
+    second.close();
+    assert!(second.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            nodes[1].node.live_sessions() == 0
+        })
+        .await
+    );
+    assert_eq!(asker.discover(&t).await.1["port"], 1111);
+    assert_eq!(gone().await, gone_before + 1.0);
+    assert_eq!(lookups("registry").await, registry_before);
+    assert_eq!(asker.discover(&t).await.1["port"], 1111);
+    assert_eq!(lookups("registry").await, registry_before + 1.0);
+    assert_eq!(gone().await, gone_before + 1.0);
+
+    // Entries live one heartbeat TTL (1 s here): then the registry is read again.
+    let before = lookups("registry").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(asker.discover(&t).await.1["port"], 1111);
+    assert_eq!(lookups("registry").await, before + 1.0);
+
+    // The last session closes: 404, never a stale answer.
+    first.close();
+    assert!(first.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            asker.discover(&t).await.0 == 404
+        })
+        .await
+    );
+}

@@ -88,6 +88,8 @@ async fn round_trip_budget_registration_discovery_release() {
         .unwrap();
     redis.cli(&["ECHO", "m2"]);
     assert_eq!(nodes[1].discover(&t).await.0, 200);
+    redis.cli(&["ECHO", "m2b"]);
+    assert_eq!(nodes[1].discover(&t).await.0, 200);
     redis.cli(&["ECHO", "m3"]);
     assert_eq!(nodes[0].discover(&t).await.0, 200);
     redis.cli(&["ECHO", "m3b"]);
@@ -135,11 +137,17 @@ async fn round_trip_budget_registration_discovery_release() {
         ["EVALSHA"],
         "registration is one script call:\n{log}"
     );
-    let discovery = commands_between(&log, "\"m2\"", "\"m3\"");
+    let discovery = commands_between(&log, "\"m2\"", "\"m2b\"");
     assert_eq!(
         discovery,
         ["HVALS", "PUBLISH", "PUBLISH"],
         "cross-node discovery: lookup, request, reply:\n{log}"
+    );
+    let repeated = commands_between(&log, "\"m2b\"", "\"m3\"");
+    assert_eq!(
+        repeated,
+        ["PUBLISH", "PUBLISH"],
+        "the same discovery again: the looked-up records are remembered:\n{log}"
     );
     let same_node = commands_between(&log, "\"m3\"", "\"m3b\"");
     assert!(
