@@ -253,13 +253,21 @@ impl Node {
         if let Some(cached) = epoch.and_then(|epoch| remote.get(&hash, epoch, started)) {
             self.metrics.lookup(LookupSource::Cache);
             let result = self.ask_in_turn(&hash, &cached, deadline).await;
-            if result.is_ok() {
+            if result.is_ok() || Instant::now() + self.settings.rpc_timeout / 20 >= deadline {
                 return result;
             }
             tracing::debug!(token = %hash, "cached candidates answered nothing; reading the registry");
         }
         let ticket = epoch.map(|epoch| remote.ticket(epoch, Instant::now()));
-        let candidates = match self.registry.candidates(&hash).await {
+        // Bounded by the deadline too: after cached candidates, little of it may be left.
+        let lookup = tokio::time::timeout_at(deadline.into(), self.registry.candidates(&hash))
+            .await
+            .unwrap_or_else(|_| {
+                Err(RegistryError::Unavailable(
+                    "no answer within the discovery deadline".into(),
+                ))
+            });
+        let candidates = match lookup {
             Ok(c) => {
                 self.metrics.lookup(LookupSource::Registry);
                 if let Some(ticket) = ticket {
