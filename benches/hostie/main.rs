@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 mod redis_server;
 
+mod floor;
 mod gateway;
 mod load;
 mod procs;
@@ -60,12 +61,19 @@ pub struct Args {
     pub count: usize,
     #[arg(long, hide = true, default_value_t = 10_000)]
     pub ping_ms: u64,
+
+    // Floor server mode (internal): print the address, serve WebSockets until stdin closes.
+    #[arg(long, hide = true)]
+    pub ws_floor: bool,
 }
 
 fn main() {
     let mut args = Args::parse();
     if args.gateway_worker {
         return worker(args);
+    }
+    if args.ws_floor {
+        return ws_floor();
     }
     if args.smoke {
         args.tokens = args.tokens.min(640);
@@ -101,6 +109,27 @@ fn main() {
         std::process::exit(1);
     }
     println!("bench: every scenario ran and every answer was right");
+}
+
+/// Floor server mode (see `floor`): its address on stdout, then serve until stdin closes.
+fn ws_floor() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let (listener, addr) = floor::bind().await;
+        println!("{addr}");
+        let (eof_tx, eof) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = eof_tx.send(());
+        });
+        tokio::select! {
+            () = floor::serve(listener) => {}
+            _ = eof => {}
+        }
+    });
 }
 
 /// Gateway worker mode: hold `count` gateways until stdin closes.

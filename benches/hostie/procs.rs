@@ -73,13 +73,7 @@ impl Hostie {
 
     /// utime + stime, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        tick(11) + tick(12)
+        cpu_ticks(self.pid())
     }
 
     pub fn kill9(&mut self) {
@@ -91,6 +85,53 @@ impl Hostie {
 impl Drop for Hostie {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// User + system CPU of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    tick(11) + tick(12)
+}
+
+/// The floor WebSocket server (`floor`), in its own process so that its CPU is its own.
+pub struct FloorServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl FloorServer {
+    pub fn spawn() -> Self {
+        let exe = std::env::current_exe().expect("the bench knows its own path");
+        let mut child = Command::new(exe)
+            .arg("--ws-floor")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the floor server starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("the floor server prints its address");
+        let addr = line.trim().parse().expect("a socket address");
+        Self { child, addr }
+    }
+
+    pub fn cpu_ticks(&self) -> u64 {
+        cpu_ticks(self.child.id())
+    }
+}
+
+impl Drop for FloorServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

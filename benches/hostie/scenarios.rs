@@ -255,11 +255,32 @@ pub async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     ));
     drop(workers);
 
+    // The floor of idle CPU: the same fleet, pinging the same way, held by the cheapest
+    // WebSocket server (see `floor`).
+    let n = args.idle_sessions;
+    let floor_cpu = {
+        let server = procs::FloorServer::spawn();
+        let workers = fleet(&[server.addr], &[], "floor", n);
+        connected(&workers, n, Duration::from_secs(180)).expect("floor fleet connected");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t0 = (server.cpu_ticks(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(args.idle_cpu_seconds)).await;
+        (server.cpu_ticks() - t0.0) as f64 / TICKS_PER_SEC / t0.1.elapsed().as_secs_f64() * 100.0
+    };
+    rows.push(Row::figure(
+        "floor: idle WebSocket server, the same sessions and pings",
+        "",
+        format!(
+            "{floor_cpu:.2}% of one core over {} s with {n} sessions (tokio-tungstenite, one thread, pongs only)",
+            args.idle_cpu_seconds
+        ),
+        None,
+    ));
+
     // Idle sessions held by one node: memory, idle CPU, then the node is killed.
     let mut d = Hostie::spawn(&url, "bench", "d");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss0, slab0) = (d.rss_kib(), procs::slab_kib());
-    let n = args.idle_sessions;
     let workers = fleet(&[d.http], &[a.http, b.http], "idle", n);
     let took = connected(&workers, n, Duration::from_secs(180)).expect("idle fleet registered");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -282,7 +303,7 @@ pub async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
         "idle CPU, sessions pinging every 10 s",
         "≤ 5% of one core",
         format!(
-            "{cpu:.2}% of one core over {} s with {n} sessions",
+            "{cpu:.2}% of one core over {} s with {n} sessions; floor {floor_cpu:.2}%",
             args.idle_cpu_seconds
         ),
         Some(cpu <= 5.0),

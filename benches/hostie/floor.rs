@@ -1,0 +1,66 @@
+//! The floor of the idle-sessions scenario: the cheapest WebSocket server we can write, holding
+//! the same gateways and answering the same pings, so that the node's idle CPU can be read
+//! against what merely waking up for each ping costs on this machine.
+//!
+//! One thread (tokio's current-thread runtime), tokio-tungstenite with small buffers; each
+//! connection echoes the subprotocol (the gateways require it) and then only reads: tungstenite
+//! answers every ping with a pong on the next read. No registry, no JSON, no timers.
+
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+}
+
+/// Echoes the first offered subprotocol, as hostie does.
+#[allow(clippy::result_large_err)] // the error type is tungstenite's callback signature
+fn echo_subprotocol(req: &Request, mut res: Response) -> Result<Response, ErrorResponse> {
+    let offered = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| HeaderValue::from_str(v.trim()).ok());
+    if let Some(sub) = offered {
+        res.headers_mut().insert("sec-websocket-protocol", sub);
+    }
+    Ok(res)
+}
+
+/// Accepts and serves connections until the task is dropped.
+pub async fn serve(listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(
+                tcp,
+                echo_subprotocol,
+                Some(config()),
+            )
+            .await
+            else {
+                return;
+            };
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+    }
+}
+
+/// Binds a loopback port for [`serve`].
+pub async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port for the floor server");
+    let addr = listener.local_addr().expect("a bound address");
+    (listener, addr)
+}
