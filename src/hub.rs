@@ -176,14 +176,12 @@ impl Hub {
         };
         if s.discoverable {
             self.remote.forget(&s.record.token);
-        }
-        if s.discoverable
-            && let Some(ids) = t.by_token.get_mut(&s.record.token)
-        {
-            ids.retain(|id| *id != session);
-            if ids.is_empty() {
-                t.by_token.remove(&s.record.token);
-                t.shared.remove(&s.record.token);
+            if let Some(ids) = t.by_token.get_mut(&s.record.token) {
+                ids.retain(|id| *id != session);
+                if ids.is_empty() {
+                    t.by_token.remove(&s.record.token);
+                    t.shared.remove(&s.record.token);
+                }
             }
         }
         self.metrics.sessions.set(t.sessions.len() as i64);

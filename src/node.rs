@@ -253,7 +253,7 @@ impl Node {
         if let Some(cached) = epoch.and_then(|epoch| remote.get(&hash, epoch, started)) {
             self.metrics.lookup(LookupSource::Cache);
             let result = self.ask_in_turn(&hash, &cached, deadline).await;
-            if result.is_ok() || Instant::now() + self.settings.rpc_timeout / 20 >= deadline {
+            if result.is_ok() || Instant::now() + self.margin() >= deadline {
                 return result;
             }
             tracing::debug!(token = %hash, "cached candidates answered nothing; reading the registry");
@@ -288,6 +288,11 @@ impl Node {
         self.ask_in_turn(&hash, &candidates, deadline).await
     }
 
+    /// What a discovery keeps of its deadline for answering once the candidates are asked.
+    fn margin(&self) -> Duration {
+        self.settings.rpc_timeout / 20
+    }
+
     /// Asks `candidates` in turn until one answers with its RPC port or the deadline is near.
     /// A candidate found gone (its session closed, its node off the bus), or candidates that
     /// answered nothing at all, drop the token from the remote cache, whatever the others
@@ -298,7 +303,7 @@ impl Node {
         candidates: &[SessionRecord],
         deadline: Instant,
     ) -> Result<Discovered, DiscoveryError> {
-        let margin = self.settings.rpc_timeout / 20;
+        let margin = self.margin();
         let mut fallback: Option<(&SessionRecord, PortAnswer)> = None;
         let mut last_error: Option<BusError> = None;
         let mut stale = false;

@@ -111,6 +111,16 @@ fn main() {
     println!("bench: every scenario ran and every answer was right");
 }
 
+/// Resolves when stdin closes: the bench dropped its end, so a child process ends.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (eof_tx, eof) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        let _ = eof_tx.send(());
+    });
+    eof
+}
+
 /// Floor server mode (see `floor`): its address on stdout, then serve until stdin closes.
 fn ws_floor() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -120,11 +130,7 @@ fn ws_floor() {
     runtime.block_on(async {
         let (listener, addr) = floor::bind().await;
         println!("{addr}");
-        let (eof_tx, eof) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-            let _ = eof_tx.send(());
-        });
+        let eof = stdin_closed();
         tokio::select! {
             () = floor::serve(listener) => {}
             _ = eof => {}
@@ -153,11 +159,7 @@ fn worker(args: Args) {
             },
             stop.clone(),
         );
-        let (eof_tx, mut eof) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-            let _ = eof_tx.send(());
-        });
+        let mut eof = stdin_closed();
         let mut last = (usize::MAX, usize::MAX);
         loop {
             let now = (
