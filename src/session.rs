@@ -55,7 +55,6 @@ impl Session {
         mut cmds: mpsc::Receiver<SessionCmd>,
     ) {
         let settings = self.node.session_settings();
-        let mut last_seen = Instant::now();
         let idle = tokio::time::sleep(settings.idle_timeout);
         let sweep = tokio::time::sleep(settings.rpc_timeout);
         tokio::pin!(idle, sweep);
@@ -63,7 +62,11 @@ impl Session {
         let reason = loop {
             tokio::select! {
                 frame = frames.recv() => {
-                    last_seen = Instant::now();
+                    // Moving a registered deadline later is one atomic store in tokio's timer
+                    // wheel; the wheel re-files the entry when the old deadline comes, without
+                    // waking this task. So a live session is woken by its frames only, never
+                    // by its idle timer (≈19k sessions × one wake per timeout otherwise).
+                    idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
                     // Boxed, like every await below that holds a timer: the session future
                     // stays small, and ≈19k of them sit idle in one node.
                     if let Some(reason) = Box::pin(self.on_frame(frame)).await {
@@ -84,13 +87,7 @@ impl Session {
                     }
                     Some(SessionCmd::Drain) | None => break CloseReason::Drain,
                 },
-                () = &mut idle => {
-                    let due = last_seen + settings.idle_timeout;
-                    if due <= Instant::now() {
-                        break CloseReason::Idle;
-                    }
-                    idle.as_mut().reset(due.into());
-                }
+                () = &mut idle => break CloseReason::Idle,
                 () = &mut sweep, if self.rpc.next_expiry().is_some() => {
                     let expired = self.rpc.expire(Instant::now());
                     for _ in 0..expired {
