@@ -5,6 +5,10 @@
 //! One thread (tokio's current-thread runtime), tokio-tungstenite with small buffers; each
 //! connection echoes the subprotocol (the gateways require it) and then only reads: tungstenite
 //! answers every ping with a pong on the next read. No registry, no JSON, no timers.
+//!
+//! [`serve_actix`] is the same server on hostie's own stack (actix-web, actix-ws, the vendored
+//! actix-http, the same worker count and TCP_NODELAY): the part of a node's idle CPU that the
+//! stack costs before hostie does anything.
 
 use futures_util::StreamExt;
 use std::net::SocketAddr;
@@ -63,4 +67,45 @@ pub async fn bind() -> (TcpListener, SocketAddr) {
         .expect("a loopback port for the floor server");
     let addr = listener.local_addr().expect("a bound address");
     (listener, addr)
+}
+
+/// The pong-only server on hostie's stack, until the returned server is stopped.
+pub fn serve_actix() -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+    async fn ws(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
+        let (mut res, mut session, stream) = actix_ws::handle(&req, body)?;
+        let offered = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| HeaderValue::from_str(v.trim()).ok());
+        if let Some(sub) = offered {
+            res.headers_mut().insert(
+                actix_web::http::header::SEC_WEBSOCKET_PROTOCOL,
+                actix_web::http::header::HeaderValue::from_bytes(sub.as_bytes())
+                    .expect("a header value stays one"),
+            );
+        }
+        let mut stream = stream.aggregate_continuations();
+        actix_web::rt::spawn(async move {
+            while let Some(Ok(msg)) = stream.recv().await {
+                if let actix_ws::AggregatedMessage::Ping(bytes) = msg
+                    && session.pong(&bytes).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(res)
+    }
+
+    let server = HttpServer::new(|| App::new().default_service(web::to(ws)))
+        .tcp_nodelay(true)
+        .backlog(4096)
+        .disable_signals()
+        .bind("127.0.0.1:0")?;
+    let addr = server.addrs()[0];
+    Ok((server.run(), addr))
 }

@@ -65,6 +65,9 @@ pub struct Args {
     // Floor server mode (internal): print the address, serve WebSockets until stdin closes.
     #[arg(long, hide = true)]
     pub ws_floor: bool,
+    // The same on hostie's stack (actix-web + actix-ws).
+    #[arg(long, hide = true)]
+    pub ws_floor_actix: bool,
 }
 
 fn main() {
@@ -74,6 +77,9 @@ fn main() {
     }
     if args.ws_floor {
         return ws_floor();
+    }
+    if args.ws_floor_actix {
+        return ws_floor_actix();
     }
     if args.smoke {
         args.tokens = args.tokens.min(640);
@@ -135,6 +141,19 @@ fn ws_floor() {
             () = floor::serve(listener) => {}
             _ = eof => {}
         }
+    });
+}
+
+/// The floor server on hostie's stack: its address on stdout, then serve until stdin closes.
+fn ws_floor_actix() {
+    actix_web::rt::System::new().block_on(async {
+        let (server, addr) = floor::serve_actix().expect("a loopback port for the floor server");
+        println!("{addr}");
+        let handle = server.handle();
+        let server = actix_web::rt::spawn(server);
+        let _ = stdin_closed().await;
+        handle.stop(false).await;
+        let _ = server.await;
     });
 }
 

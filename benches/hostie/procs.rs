@@ -98,17 +98,28 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     tick(11) + tick(12)
 }
 
-/// The floor WebSocket server (`floor`), in its own process so that its CPU is its own.
+/// A floor WebSocket server (`floor`), in its own process so that its CPU is its own.
 pub struct FloorServer {
     child: Child,
     pub addr: SocketAddr,
 }
 
+/// Which floor server: the cheapest one, or the same on hostie's stack.
+#[derive(Clone, Copy)]
+pub enum Floor {
+    Tungstenite,
+    Actix,
+}
+
 impl FloorServer {
-    pub fn spawn() -> Self {
+    pub fn spawn(kind: Floor) -> Self {
         let exe = std::env::current_exe().expect("the bench knows its own path");
+        let mode = match kind {
+            Floor::Tungstenite => "--ws-floor",
+            Floor::Actix => "--ws-floor-actix",
+        };
         let mut child = Command::new(exe)
-            .arg("--ws-floor")
+            .arg(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -124,6 +135,10 @@ impl FloorServer {
 
     pub fn cpu_ticks(&self) -> u64 {
         cpu_ticks(self.child.id())
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmRSS:")
     }
 }
 

@@ -255,27 +255,44 @@ pub async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     ));
     drop(workers);
 
-    // The floor of idle CPU: the same fleet, pinging the same way, held by the cheapest
-    // WebSocket server (see `floor`).
+    // The floors of idle CPU: the same fleet, pinging the same way, held by the cheapest
+    // WebSocket server, then by the same pong-only server on hostie's stack (see `floor`).
     let n = args.idle_sessions;
-    let floor_cpu = {
-        let server = procs::FloorServer::spawn();
+    let mut floors = Vec::new();
+    for (kind, name, what) in [
+        (
+            procs::Floor::Tungstenite,
+            "floor: idle WebSocket server, the same sessions and pings",
+            "tokio-tungstenite, one thread, pongs only",
+        ),
+        (
+            procs::Floor::Actix,
+            "floor: the same server on hostie's stack",
+            "actix-web + actix-ws, two workers, pongs only",
+        ),
+    ] {
+        let server = procs::FloorServer::spawn(kind);
+        let rss0 = server.rss_kib();
         let workers = fleet(&[server.addr], &[], "floor", n);
         connected(&workers, n, Duration::from_secs(180)).expect("floor fleet connected");
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let per = server.rss_kib().saturating_sub(rss0) as f64 / n as f64;
         let t0 = (server.cpu_ticks(), Instant::now());
         tokio::time::sleep(Duration::from_secs(args.idle_cpu_seconds)).await;
-        (server.cpu_ticks() - t0.0) as f64 / TICKS_PER_SEC / t0.1.elapsed().as_secs_f64() * 100.0
-    };
-    rows.push(Row::figure(
-        "floor: idle WebSocket server, the same sessions and pings",
-        "",
-        format!(
-            "{floor_cpu:.2}% of one core over {} s with {n} sessions (tokio-tungstenite, one thread, pongs only)",
-            args.idle_cpu_seconds
-        ),
-        None,
-    ));
+        let cpu = (server.cpu_ticks() - t0.0) as f64 / TICKS_PER_SEC / t0.1.elapsed().as_secs_f64()
+            * 100.0;
+        rows.push(Row::figure(
+            name,
+            "",
+            format!(
+                "{cpu:.2}% of one core over {} s with {n} sessions ({what}); RSS {per:.1} KiB/session",
+                args.idle_cpu_seconds
+            ),
+            None,
+        ));
+        floors.push(cpu);
+    }
+    let (floor_cpu, stack_cpu) = (floors[0], floors[1]);
 
     // Idle sessions held by one node: memory, idle CPU, then the node is killed.
     let mut d = Hostie::spawn(&url, "bench", "d");
@@ -303,7 +320,7 @@ pub async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
         "idle CPU, sessions pinging every 10 s",
         "≤ 5% of one core",
         format!(
-            "{cpu:.2}% of one core over {} s with {n} sessions; floor {floor_cpu:.2}%",
+            "{cpu:.2}% of one core over {} s with {n} sessions; floors {floor_cpu:.2}% (tungstenite), {stack_cpu:.2}% (actix-ws)",
             args.idle_cpu_seconds
         ),
         Some(cpu <= 5.0),
