@@ -66,7 +66,10 @@ impl Session {
                     // wheel; the wheel re-files the entry when the old deadline comes, without
                     // waking this task. So a live session is woken by its frames only, never
                     // by its idle timer (≈19k sessions × one wake per timeout otherwise).
-                    idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
+                    // A timeout too long to add to now never ends: the timer stays as it was.
+                    if let Some(due) = tokio::time::Instant::now().checked_add(settings.idle_timeout) {
+                        idle.as_mut().reset(due);
+                    }
                     // Boxed, like every await below that holds a timer: the session future
                     // stays small, and ≈19k of them sit idle in one node.
                     if let Some(reason) = Box::pin(self.on_frame(frame)).await {

@@ -179,6 +179,25 @@ async fn idle_session_is_closed_and_a_pinging_one_is_kept() {
 }
 
 #[tokio::test]
+async fn an_idle_timeout_beyond_the_clock_means_never() {
+    // The session moves its idle deadline on every frame; a timeout that cannot be added to
+    // the clock must leave the deadline alone, not panic the session's task.
+    let mut config = test_config();
+    config.idle_timeout = Duration::MAX;
+    let node = spawn_node(config).await;
+    let t = token("forever");
+    let gw = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&t, 4004).ping_every(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!gw.is_closed(), "pings after the first frame keep it open");
+    assert_eq!(node.discover(&t).await.1["port"], 4004);
+}
+
+#[tokio::test]
 async fn sessions_per_token_are_capped_without_kicking_anyone() {
     let mut config = test_config();
     config.max_sessions_per_token = 2;
