@@ -151,8 +151,16 @@ fn cidrs(s: &str) -> Result<Cidrs, String> {
         .map(Cidrs)
 }
 
+/// The longest duration any flag takes: far beyond any sensible timer, and short enough that
+/// adding it to the clock (or to Redis' milliseconds) can never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn duration_or_zero(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 3s, 1m)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 3s, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err("must be at most 30days".into());
+    }
+    Ok(d)
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -274,6 +282,27 @@ mod tests {
         assert_eq!(c.fallback_port, 8788);
         assert_eq!(c.redis_prefix, "hostie");
         assert!(c.redis_url.is_none() && c.trusted_proxies.0.is_empty());
+    }
+
+    #[test]
+    fn durations_beyond_thirty_days_are_refused() {
+        for flag in [
+            "--rpc-timeout",
+            "--idle-timeout",
+            "--drain-spread",
+            "--drain-grace",
+        ] {
+            let err = parse(&[flag, "31days"]).expect_err("refused");
+            let line = one_line(&err);
+            assert!(
+                line.contains(flag) && line.contains("at most 30days"),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            parse(&["--idle-timeout", "30days"]).unwrap().idle_timeout,
+            MAX_DURATION
+        );
     }
 
     #[test]
