@@ -23,16 +23,20 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
+/// The subprotocol value to echo for an offered header, chosen by hostie's own rule.
+fn echoed(offered: Option<&str>) -> Option<String> {
+    offered
+        .and_then(hostie::protocol::Subprotocol::from_header)
+        .map(|s| s.raw)
+}
+
 /// Echoes the first offered subprotocol, as hostie does.
 #[allow(clippy::result_large_err)] // the error type is tungstenite's callback signature
 fn echo_subprotocol(req: &Request, mut res: Response) -> Result<Response, ErrorResponse> {
-    let offered = req
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| HeaderValue::from_str(v.trim()).ok());
-    if let Some(sub) = offered {
+    let offered = req.headers().get("sec-websocket-protocol");
+    let echo =
+        echoed(offered.and_then(|v| v.to_str().ok())).and_then(|v| HeaderValue::from_str(&v).ok());
+    if let Some(sub) = echo {
         res.headers_mut().insert("sec-websocket-protocol", sub);
     }
     Ok(res)
@@ -75,18 +79,13 @@ pub fn serve_actix() -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
 
     async fn ws(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
         let (mut res, mut session, stream) = actix_ws::handle(&req, body)?;
-        let offered = req
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| HeaderValue::from_str(v.trim()).ok());
-        if let Some(sub) = offered {
-            res.headers_mut().insert(
-                actix_web::http::header::SEC_WEBSOCKET_PROTOCOL,
-                actix_web::http::header::HeaderValue::from_bytes(sub.as_bytes())
-                    .expect("a header value stays one"),
-            );
+        use actix_web::http::header::{self, HeaderValue};
+        let offered = req.headers().get(header::SEC_WEBSOCKET_PROTOCOL);
+        let echo = echoed(offered.and_then(|v| v.to_str().ok()))
+            .and_then(|v| HeaderValue::from_str(&v).ok());
+        if let Some(sub) = echo {
+            res.headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, sub);
         }
         let mut stream = stream.aggregate_continuations();
         actix_web::rt::spawn(async move {
