@@ -40,7 +40,7 @@
 //!
 //! In cluster mode step 2 is one `HVALS` (records of nodes whose heartbeat ran out are left
 //! out), skipped entirely when this node provably holds every session of the token
-//! ([`hub::Hub::fast_candidates`]) or read the token's records of other nodes' sessions
+//! ([`hub::Hub::fast_candidates`]) or has read the token's records of other nodes' sessions
 //! recently ([`remote_cache`]); a remote ask in step 3 is a PUBLISH on the owner's channel
 //! answered by a PUBLISH on ours ([`bus::redis`]): at most 3 Redis round trips.
 //!

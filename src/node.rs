@@ -354,8 +354,8 @@ impl Node {
     }
 
     /// Drains: fails readiness, refuses upgrades and stops answering for its sessions at once,
-    /// removes this node's records, tells peers, then closes every session with 1001 spread over the drain spread, waiting at most
-    /// the grace period for them to finish.
+    /// removes this node's records, tells peers, then closes every session with 1001 spread
+    /// over the drain spread, waiting at most the grace period for them to finish.
     pub async fn drain(&self) {
         if self.draining.swap(true, Ordering::SeqCst) {
             return;
