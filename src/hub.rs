@@ -1,16 +1,15 @@
-//! The node's local table of sessions: token → sessions, and a handle to each session's task;
-//! and what the node knows of other nodes' sessions (`RemoteCache`), which every local change
-//! and every other node's registration notice updates.
+//! The node's local table of sessions: token → sessions, and a handle to each session's task.
+//! Local sessions only: what the node knows of other nodes' sessions is the node's own
+//! (`node::remote_cache`).
 //!
 //! Only this node touches it. A `std::sync::Mutex` around two small maps: nothing awaits under
 //! the lock. Asking a session for its port goes through the session's bounded command queue.
 
-use crate::metrics::{Limit, Metrics};
+use crate::metrics::Metrics;
+use crate::model::{
+    Limit, PortAnswer, PortError, PortSource, RpcOutcome, SessionId, SessionRecord, newest_first,
+};
 use crate::protocol::{PeerHint, TokenHash};
-use crate::registry::{SessionId, SessionRecord, newest_first};
-use crate::remote_cache::RemoteCache;
-use crate::rpc_table::RpcOutcome;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,31 +27,6 @@ pub enum SessionCmd {
 
 /// Commands a session may have queued before a new one is refused.
 pub const SESSION_QUEUE: usize = 64;
-
-/// Where an answered port came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PortSource {
-    /// The client answered `getHostieGrpcPort`.
-    Rpc,
-    /// The subprotocol says the client has no JSON-RPC peer; not asked.
-    NoPeer,
-    /// The client answered with something that is not a port.
-    RpcFailed,
-    /// The client did not answer in time.
-    RpcTimeout,
-}
-
-/// A session's port, as the owning node determined it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortAnswer {
-    pub port: u16,
-    pub source: PortSource,
-}
-
-/// Asking a session failed: it is not (or no longer) on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("session is gone")]
-pub struct SessionGone;
 
 /// The node's sessions are at `--max-sessions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +71,6 @@ fn newest_records<'a>(sessions: impl IntoIterator<Item = &'a LocalSession>) -> V
 
 pub struct Hub {
     tables: Mutex<Tables>,
-    remote: RemoteCache,
     /// Cleared when the node starts draining: its records are being removed, so its sessions
     /// are no longer offered to anyone (see `ask_port`).
     offering: AtomicBool,
@@ -107,25 +80,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        max_sessions: usize,
-        fallback_port: u16,
-        remote: RemoteCache,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(max_sessions: usize, fallback_port: u16, metrics: Arc<Metrics>) -> Self {
         Self {
             tables: Mutex::default(),
-            remote,
             offering: AtomicBool::new(true),
             max_sessions,
             fallback_port,
             metrics,
         }
-    }
-
-    /// Other nodes' sessions looked up recently (see `remote_cache`).
-    pub fn remote(&self) -> &RemoteCache {
-        &self.remote
     }
 
     fn lock(&self) -> MutexGuard<'_, Tables> {
@@ -150,8 +112,6 @@ impl Hub {
                 .entry(record.token)
                 .or_default()
                 .push(record.session);
-            // The token's newest session is now this one.
-            self.remote.forget(&record.token);
         }
         t.sessions.insert(
             record.session,
@@ -168,24 +128,21 @@ impl Hub {
         Ok(())
     }
 
-    /// Removes a session; true when it was present.
-    pub fn remove(&self, session: SessionId) -> bool {
+    /// Removes a session; its record when it was present.
+    pub fn remove(&self, session: SessionId) -> Option<Arc<SessionRecord>> {
         let mut t = self.lock();
-        let Some(s) = t.sessions.remove(&session) else {
-            return false;
-        };
-        if s.discoverable {
-            self.remote.forget(&s.record.token);
-            if let Some(ids) = t.by_token.get_mut(&s.record.token) {
-                ids.retain(|id| *id != session);
-                if ids.is_empty() {
-                    t.by_token.remove(&s.record.token);
-                    t.shared.remove(&s.record.token);
-                }
+        let s = t.sessions.remove(&session)?;
+        if s.discoverable
+            && let Some(ids) = t.by_token.get_mut(&s.record.token)
+        {
+            ids.retain(|id| *id != session);
+            if ids.is_empty() {
+                t.by_token.remove(&s.record.token);
+                t.shared.remove(&s.record.token);
             }
         }
         self.metrics.sessions.set(t.sessions.len() as i64);
-        true
+        Some(s.record)
     }
 
     /// The runtime of the worker thread that runs the session's task. Work for that session
@@ -200,10 +157,8 @@ impl Hub {
     }
 
     /// Notes that another node holds (or may hold) a new session of a token: a token this node
-    /// holds is shared from now on, and what the node knew of other nodes' sessions of it is out
-    /// of date.
+    /// holds is shared from now on.
     pub fn mark_shared(&self, token: &TokenHash) {
-        self.remote.forget(token);
         let mut t = self.lock();
         if t.by_token.contains_key(token) {
             t.shared.insert(*token);
@@ -265,20 +220,20 @@ impl Hub {
         self.offering.store(false, Ordering::SeqCst);
     }
 
-    /// Asks a local session for its port, waiting at most `budget` for the RPC. Once the node
+    /// Asks a local session for its port, waiting at most `wait` for the RPC. Once the node
     /// drains, every session is gone: a peer may still hold this node's records from before
     /// they were removed (read just before, or cached until the `Leave` notice arrives).
     pub async fn ask_port(
         &self,
         session: SessionId,
-        budget: Duration,
-    ) -> Result<PortAnswer, SessionGone> {
+        wait: Duration,
+    ) -> Result<PortAnswer, PortError> {
         if !self.offering.load(Ordering::SeqCst) {
-            return Err(SessionGone);
+            return Err(PortError::SessionGone);
         }
         let (record, cmd) = {
             let t = self.lock();
-            let s = t.sessions.get(&session).ok_or(SessionGone)?;
+            let s = t.sessions.get(&session).ok_or(PortError::SessionGone)?;
             (s.record.clone(), s.cmd.clone())
         };
         if record.peer == PeerHint::NoPeer {
@@ -292,9 +247,9 @@ impl Hub {
                 tracing::warn!(%session, token = %record.token, "session command queue full; answering the fallback port");
                 return Ok(self.fallback(&record, PortSource::RpcFailed));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SessionGone),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(PortError::SessionGone),
         }
-        match tokio::time::timeout(budget, rx).await {
+        match tokio::time::timeout(wait, rx).await {
             Ok(Ok(RpcOutcome::Port(port))) => Ok(PortAnswer {
                 port,
                 source: PortSource::Rpc,
@@ -304,7 +259,7 @@ impl Hub {
                 Ok(self.fallback(&record, PortSource::RpcTimeout))
             }
             // The session task ended (and dropped our waiter) while we waited.
-            Ok(Err(_)) => Err(SessionGone),
+            Ok(Err(_)) => Err(PortError::SessionGone),
         }
     }
 

@@ -1,24 +1,25 @@
 //! Build (bind every listener, port 0 allowed) → expose the bound addresses → run until a
 //! shutdown trigger, then drain. `main` and the tests start exactly this.
 
-use crate::bus::{Bus, MemoryNetwork, PortResponder, RedisBus};
+use crate::bus::{Bus, MemoryTransport, RedisTransport, Transport};
 use crate::config::Config;
 use crate::http::{self, AppState, client_addr::TrustedProxies};
 use crate::hub::Hub;
-use crate::liveness::{self, LivenessSettings};
+use crate::memory_broker::MemoryBroker;
 use crate::metrics::Metrics;
+use crate::model::NodeId;
+use crate::node::liveness::{self, LivenessSettings};
+use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
-use crate::redis_conn::RedisConns;
-use crate::registry::keys::Keys;
-use crate::registry::{MemoryRegistry, NodeId, RedisRegistry, Registry};
-use crate::remote_cache::RemoteCache;
+use crate::redis_common::{Keys, RedisConns, conns::redis_pool};
+use crate::registry::{MemoryRegistry, RedisRegistry, Registry};
 use crate::session::SessionSettings;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where registry and bus live. Nodes given the same backends form a cluster: in-process over
@@ -27,7 +28,7 @@ use std::time::Duration;
 pub enum Backends {
     Memory {
         registry: Arc<MemoryRegistry>,
-        network: Arc<MemoryNetwork>,
+        broker: Arc<MemoryBroker>,
     },
     Redis {
         url: String,
@@ -35,39 +36,38 @@ pub enum Backends {
     },
 }
 
-/// Redis connections a node keeps for commands (publishes included); pub/sub has its own.
-const REDIS_POOL_SIZE: usize = 16;
-
 /// Tokens whose remote sessions a node remembers (≈ 250 B each: at most ≈ 16 MiB).
 const REMOTE_CACHE_TOKENS: usize = 65_536;
 
 impl Backends {
     pub fn memory() -> Self {
+        let broker = MemoryBroker::new();
         Self::Memory {
-            registry: Arc::new(MemoryRegistry::new()),
-            network: MemoryNetwork::new(),
+            registry: Arc::new(MemoryRegistry::new(broker.clone())),
+            broker,
         }
     }
 
+    /// The registry and the bus transport of node `node` on these backends.
     fn connect(
         &self,
         config: &Config,
         node: &NodeId,
-        hub: &Arc<Hub>,
         metrics: &Arc<Metrics>,
-    ) -> anyhow::Result<(Arc<dyn Registry>, Arc<dyn Bus>)> {
-        let responder: Weak<dyn PortResponder> = Arc::downgrade(hub) as _;
+    ) -> anyhow::Result<(Arc<dyn Registry>, Arc<dyn Transport>)> {
         match self {
-            Self::Memory { registry, network } => Ok((
+            Self::Memory { registry, broker } => Ok((
                 registry.clone(),
-                Arc::new(network.join(node.clone(), responder)),
+                Arc::new(MemoryTransport::new(broker.clone(), node.clone())),
             )),
             Self::Redis { url, prefix } => {
                 // Half the discovery deadline, so that a hung Redis still leaves time to
                 // answer from the hub or with a 503.
                 let op_timeout = (config.rpc_timeout / 2).min(Duration::from_secs(1));
                 let client = redis::Client::open(url.as_str()).context("--redis-url")?;
-                let conns = Arc::new(RedisConns::new(redis_pool(url, op_timeout)?, op_timeout));
+                let pool = redis_pool(url, op_timeout)
+                    .context("--redis-url: cannot build a connection pool")?;
+                let conns = Arc::new(RedisConns::new(pool, op_timeout));
                 let keys = Keys::new(prefix);
                 let registry = RedisRegistry::new(
                     conns.clone(),
@@ -76,15 +76,9 @@ impl Backends {
                     config.heartbeat_ttl,
                     metrics.clone(),
                 );
-                let bus = RedisBus::start(
-                    client,
-                    conns,
-                    keys,
-                    node.clone(),
-                    responder,
-                    metrics.clone(),
-                );
-                Ok((Arc::new(registry), Arc::new(bus)))
+                let transport =
+                    RedisTransport::new(client, conns, keys, node.clone(), metrics.clone());
+                Ok((Arc::new(registry), Arc::new(transport)))
             }
         }
     }
@@ -133,23 +127,19 @@ impl Application {
         let hub = Arc::new(Hub::new(
             config.max_sessions as usize,
             config.fallback_port,
-            RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS),
             metrics.clone(),
         ));
-        let (registry, bus) = backends.connect(config, &node_id, &hub, &metrics)?;
+        let (registry, transport) = backends.connect(config, &node_id, &metrics)?;
+        let bus = Bus::start(node_id.clone(), transport, metrics.clone());
         let settings = NodeSettings {
             id: node_id,
-            rpc_timeout: config.rpc_timeout,
+            discovery_deadline: config.rpc_timeout,
             max_sessions_per_token: config.max_sessions_per_token as usize,
-            session: SessionSettings {
-                idle_timeout: config.idle_timeout,
-                rpc_timeout: config.rpc_timeout,
-                max_json_depth: config.max_json_depth as usize,
-            },
             drain_spread: config.drain_spread,
             drain_grace: config.drain_grace,
         };
-        let node = Arc::new(Node::new(settings, hub, registry, bus, metrics));
+        let remote = RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS);
+        let node = Node::new(settings, hub, registry, bus, remote, metrics);
         announce(&node).await;
 
         let state = web::Data::new(AppState {
@@ -157,6 +147,11 @@ impl Application {
             proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
             limiter: http::discovery_limiter(config.discovery_rate, config.discovery_burst),
             max_frame_bytes: config.max_frame_bytes as usize,
+            session: SessionSettings {
+                idle_timeout: config.idle_timeout,
+                rpc_timeout: config.rpc_timeout,
+                max_json_depth: config.max_json_depth as usize,
+            },
         });
         let workers = config.workers.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -287,30 +282,16 @@ impl Application {
     }
 }
 
-/// A pool of multiplexed Redis connections whose waits, connects and recycles are all bounded
-/// by `op_timeout`, so that a hung Redis cannot hold a request past its deadline.
-pub fn redis_pool(url: &str, op_timeout: Duration) -> anyhow::Result<deadpool_redis::Pool> {
-    let mut config = deadpool_redis::Config::from_url(url);
-    let mut pool = deadpool_redis::PoolConfig::new(REDIS_POOL_SIZE);
-    pool.timeouts.wait = Some(op_timeout);
-    pool.timeouts.create = Some(op_timeout);
-    pool.timeouts.recycle = Some(op_timeout);
-    config.pool = Some(pool);
-    config
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .context("--redis-url: cannot build a connection pool")
-}
-
 /// Before serving: a first heartbeat (so records written from now on are offered) and the
 /// bus subscription, each waited for briefly. Neither is fatal: a node started while Redis is
 /// down serves local sessions, stays unready, and joins when Redis answers.
 async fn announce(node: &Node) {
     if let Err(e) = node.registry().heartbeat(node.id()).await {
-        tracing::warn!(error = %e, "first heartbeat failed; starting unready");
+        tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "first heartbeat failed; starting unready");
         return;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while node.bus().check().await.is_err() && tokio::time::Instant::now() < deadline {
+    while node.bus().check().is_err() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -24,3 +24,20 @@ pub fn init(format: Option<LogFormat>) {
     // A second init (tests, embedding) keeps the first subscriber.
     drop(installed);
 }
+
+/// Displays an error with its whole source chain, `outer: cause: root cause`, for log fields:
+/// the JSON formatter records an error field by its `Display` alone, which would drop the
+/// causes (the Redis error behind "cannot read the registry").
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}

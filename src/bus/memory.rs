@@ -1,71 +1,49 @@
-//! In-process bus: the embedded single-node mode, and in-process clusters in tests.
+//! In-process transport over a [`MemoryBroker`]: the embedded single node, and in-process
+//! clusters in tests. It never loses a subscription, so its epoch never changes once attached.
 
-use super::{Bus, BusError, PortResponder};
-use crate::hub::PortAnswer;
-use crate::registry::{NodeId, SessionId};
+use super::{Bus, Transport, TransportError};
+use crate::memory_broker::{MemoryBroker, Subscriber, Topic};
+use crate::model::{BusMessage, NodeId};
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
-/// The nodes of one process, by id. Nodes join on start and leave on drain.
-#[derive(Default)]
-pub struct MemoryNetwork {
-    nodes: Mutex<HashMap<NodeId, Weak<dyn PortResponder>>>,
+pub struct MemoryTransport {
+    broker: Arc<MemoryBroker>,
+    node: NodeId,
+    attached: AtomicBool,
 }
 
-impl MemoryNetwork {
-    pub fn new() -> Arc<Self> {
-        Arc::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Weak<dyn PortResponder>>> {
-        // Single inserts/removes only: consistent even after a panic elsewhere.
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Puts a node on the network; the network holds it weakly so a dropped node disappears.
-    pub fn join(self: &Arc<Self>, node: NodeId, responder: Weak<dyn PortResponder>) -> MemoryBus {
-        self.lock().insert(node.clone(), responder);
-        MemoryBus {
-            network: self.clone(),
+impl MemoryTransport {
+    pub fn new(broker: Arc<MemoryBroker>, node: NodeId) -> Self {
+        Self {
+            broker,
             node,
+            attached: AtomicBool::new(false),
         }
     }
-}
-
-pub struct MemoryBus {
-    network: Arc<MemoryNetwork>,
-    node: NodeId,
 }
 
 #[async_trait]
-impl Bus for MemoryBus {
-    async fn ask_port(
-        &self,
-        target: &NodeId,
-        session: SessionId,
-        budget: Duration,
-    ) -> Result<PortAnswer, BusError> {
-        let responder = self
-            .network
-            .lock()
-            .get(target)
-            .and_then(Weak::upgrade)
-            .ok_or_else(|| BusError::NodeGone(target.clone()))?;
-        match tokio::time::timeout(budget, responder.ask_local(session, budget)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(BusError::SessionGone),
-            Err(_) => Err(BusError::Timeout),
-        }
+impl Transport for MemoryTransport {
+    fn attach(&self, bus: Weak<Bus>) {
+        let subscriber: Weak<dyn Subscriber> = bus;
+        self.broker
+            .subscribe(Topic::Node(self.node.clone()), subscriber.clone());
+        self.broker.subscribe(Topic::Events, subscriber);
+        self.attached.store(true, Ordering::SeqCst);
     }
 
-    async fn leave(&self) -> Result<(), BusError> {
-        self.network.lock().remove(&self.node);
+    async fn send(&self, to: &NodeId, message: &BusMessage) -> Result<usize, TransportError> {
+        Ok(self.broker.publish(&Topic::Node(to.clone()), message))
+    }
+
+    async fn broadcast(&self, message: &BusMessage) -> Result<(), TransportError> {
+        self.broker.publish(&Topic::Events, message);
         Ok(())
     }
 
-    async fn check(&self) -> Result<(), BusError> {
-        Ok(())
+    fn epoch(&self) -> Option<u64> {
+        self.attached.load(Ordering::SeqCst).then_some(1)
     }
 }

@@ -1,30 +1,38 @@
-//! Node-to-node request/response: "ask session S on node N for its port".
+//! Node-to-node request/response: "ask session S on node N for its port", and the cluster-wide
+//! notices (a session registered, a node leaving).
 //!
-//! The requester bounds the wait; the owner answers through its own hub, whose session
-//! single-flights the RPC. A node never sends a request to itself through the bus: local targets
-//! are asked directly.
+//! The discipline of a request is written once, in [`Bus`]: a target that is this node is asked
+//! directly (never through the transport); otherwise the pending slot is registered before the
+//! request is published, a publish that reached nobody fails over at once, the wait is bounded,
+//! a guard removes the slot however the request ends, and late or duplicate replies are dropped
+//! silently. Below it, a [`Transport`] only carries messages: in memory
+//! ([`memory::MemoryTransport`], over a [`crate::memory_broker::MemoryBroker`]) or over Redis
+//! pub/sub ([`redis::RedisTransport`]). The same contract tests run on both
+//! (`tests/api/bus_contract.rs`).
+//!
+//! The owner side, whatever answers for this node's sessions, is a [`PortResponder`]: the node.
 
 pub mod memory;
-pub mod message;
 pub mod redis;
+mod requests;
 
-use crate::hub::{PortAnswer, SessionGone};
+use crate::model::{BusMessage, NodeId, PortAnswer, PortError, SessionId};
 use crate::protocol::TokenHash;
-use crate::registry::{NodeId, SessionId};
+use crate::redis_common::CommandError;
 use async_trait::async_trait;
+use std::sync::Weak;
 use std::time::Duration;
 
-pub use memory::{MemoryBus, MemoryNetwork};
-pub use redis::RedisBus;
+pub use memory::MemoryTransport;
+pub use redis::RedisTransport;
+pub use requests::Bus;
 
-/// The owner side of the bus: whatever answers port requests for this node's sessions.
+/// The owner side of the bus: answers port requests for this node's sessions and hears the
+/// notices of other nodes.
 #[async_trait]
 pub trait PortResponder: Send + Sync + 'static {
-    async fn ask_local(
-        &self,
-        session: SessionId,
-        budget: Duration,
-    ) -> Result<PortAnswer, SessionGone>;
+    /// Asks one of this node's sessions for its port, waiting at most `wait`.
+    async fn ask_local(&self, session: SessionId, wait: Duration) -> Result<PortAnswer, PortError>;
 
     /// Another node recorded a session of `token`.
     fn foreign_registration(&self, token: &TokenHash);
@@ -36,65 +44,30 @@ pub trait PortResponder: Send + Sync + 'static {
     fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle>;
 }
 
+/// What carries bus messages between nodes. It knows channels and payloads, nothing of
+/// requests: [`Bus`] holds the discipline.
 #[async_trait]
-impl PortResponder for crate::hub::Hub {
-    async fn ask_local(
-        &self,
-        session: SessionId,
-        budget: Duration,
-    ) -> Result<PortAnswer, SessionGone> {
-        self.ask_port(session, budget).await
-    }
+pub trait Transport: Send + Sync + 'static {
+    /// Starts delivering this node's channel and the events channel to `bus`.
+    fn attach(&self, bus: Weak<Bus>);
 
-    fn foreign_registration(&self, token: &TokenHash) {
-        self.mark_shared(token);
-    }
+    /// Publishes on node `to`'s channel; how many subscribers received it (0: nobody listens
+    /// there, so the node is gone).
+    async fn send(&self, to: &NodeId, message: &BusMessage) -> Result<usize, TransportError>;
 
-    fn peer_leaving(&self, node: &NodeId) {
-        self.remote().forget_node(node);
-    }
+    /// Publishes on the events channel, read by every node.
+    async fn broadcast(&self, message: &BusMessage) -> Result<(), TransportError>;
 
-    fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle> {
-        crate::hub::Hub::home(self, session)
-    }
+    /// While every node's notices are delivered: the number of the current subscription (it
+    /// changes on every resubscribe, since notices may have been missed in between). `None`
+    /// while not subscribed.
+    fn epoch(&self) -> Option<u64>;
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    /// The target node is not on the bus (dead, draining, or never existed).
-    #[error("node {0} is not reachable on the bus")]
-    NodeGone(NodeId),
-    /// The target node answered that the session is no longer there.
-    #[error("session is gone from its node")]
-    SessionGone,
-    /// No answer within the budget.
-    #[error("no answer from node within the deadline")]
-    Timeout,
-    /// The transport itself failed.
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
-}
-
-#[async_trait]
-pub trait Bus: Send + Sync + 'static {
-    /// Asks `target` for the port of its session, waiting at most `budget`.
-    async fn ask_port(
-        &self,
-        target: &NodeId,
-        session: SessionId,
-        budget: Duration,
-    ) -> Result<PortAnswer, BusError>;
-
-    /// Tells peers this node is leaving (drain).
-    async fn leave(&self) -> Result<(), BusError>;
-
-    /// Whether the bus can carry requests, for readiness.
-    async fn check(&self) -> Result<(), BusError>;
-
-    /// While the bus delivers every node's registration notices: the number of the current
-    /// subscription (it changes on every resubscribe, since notices may have been missed in
-    /// between). `None` when notices are not delivered (in-memory bus, or unsubscribed).
-    fn notice_epoch(&self) -> Option<u64> {
-        None
-    }
+pub enum TransportError {
+    #[error("Redis PUBLISH failed")]
+    Redis(#[source] CommandError),
+    #[error("not subscribed to this node's channel")]
+    NotSubscribed,
 }

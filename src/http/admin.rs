@@ -1,6 +1,7 @@
 //! `/metrics`, `/livez`, `/readyz` on the admin listener.
 
 use crate::node::Node;
+use crate::telemetry::ErrorChain;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -22,7 +23,7 @@ pub async fn livez() -> HttpResponse {
 /// names each check.
 pub async fn readyz(node: web::Data<Arc<Node>>) -> HttpResponse {
     let registry = node.registry().check().await;
-    let bus = node.bus().check().await;
+    let bus = node.bus().check();
     let draining = node.is_draining();
     let ready = registry.is_ok() && bus.is_ok() && !draining;
     let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".into());
@@ -30,8 +31,8 @@ pub async fn readyz(node: web::Data<Arc<Node>>) -> HttpResponse {
         "ready": ready,
         "node": node.id().0,
         "checks": {
-            "registry": show(registry.map_err(|e| e.to_string())),
-            "bus": show(bus.map_err(|e| e.to_string())),
+            "registry": show(registry.map_err(|e| ErrorChain(&e).to_string())),
+            "bus": show(bus.map_err(|e| ErrorChain(&e).to_string())),
             "draining": draining,
         }
     });

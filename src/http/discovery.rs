@@ -2,7 +2,8 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::metrics::DiscoveryOutcome;
+use crate::metrics::Label;
+use crate::model::{DiscoveryOutcome, Limit};
 use crate::protocol::Token;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -43,10 +44,7 @@ async fn answer(
         && let Some(ip) = state.client_ip(req)
         && let Err(not_until) = limiter.check_key(&ip)
     {
-        state
-            .node
-            .metrics()
-            .limit(crate::metrics::Limit::DiscoveryRate);
+        state.node.metrics().limit(Limit::DiscoveryRate);
         let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));
@@ -55,8 +53,9 @@ async fn answer(
     // The raw (still percent-encoded) segment: the token is free-form and decoded exactly once.
     let raw = req.path().strip_prefix("/v0/hosties/").unwrap_or_default();
     let token = Token::from_percent_encoded(raw).ok_or(crate::node::DiscoveryError::NotFound)?;
-    let found = state.node.discover(&token).await?;
-    tracing::debug!(token = %token.hash(), outcome = found.outcome.as_str(), "discovered");
+    let hash = token.hash();
+    let found = state.node.discover(&hash).await?;
+    tracing::debug!(token = %hash, outcome = found.outcome.label(), "discovered");
     let res = HttpResponse::Ok()
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -9,6 +9,7 @@ pub mod status;
 pub mod ws;
 
 use crate::node::Node;
+use crate::session::SessionSettings;
 use actix_web::{HttpRequest, guard, web};
 use client_addr::TrustedProxies;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -23,6 +24,8 @@ pub struct AppState {
     /// Per-client-address discovery limiter; `None` when `--discovery-rate 0`.
     pub limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     pub max_frame_bytes: usize,
+    /// Timers and limits every session of this node runs with.
+    pub session: SessionSettings,
 }
 
 impl AppState {

@@ -3,10 +3,9 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::hub::SESSION_QUEUE;
-use crate::metrics::RegistrationResult;
+use crate::model::{RegistrationResult, SessionId, SessionRecord};
 use crate::node::RegisterError;
 use crate::protocol::{Subprotocol, Token};
-use crate::registry::{SessionId, SessionRecord};
 use crate::session::Session;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -117,7 +116,7 @@ async fn upgrade(
         .max_frame_size(state.max_frame_bytes)
         .aggregate_continuations()
         .max_continuation_size(state.max_frame_bytes);
-    let session = Session::new(node.clone(), record, ws);
+    let session = Session::new(node.clone(), state.session, record, ws);
     actix_web::rt::spawn(session.run(frames, cmd_rx));
     Ok(response)
 }

@@ -1,36 +1,23 @@
-//! Label values: one fixed enum per label, so that no client-supplied string can ever become
-//! a label value. Each enum lists `ALL` its values, which are created at zero on start.
+//! Label values: each domain enum's value mapped to one fixed string, so that no
+//! client-supplied string can ever become a label value. The enums themselves live in
+//! [`crate::model::outcome`]; every value in their `ALL` is created at zero on start.
 
-/// How a discovery ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiscoveryOutcome {
-    /// A live session answered the port RPC.
-    Hit,
-    /// No live session for the token.
-    Miss,
-    /// Answered with the subprotocol or fallback port: the session has no JSON-RPC peer, or its
-    /// reply was not a port.
-    Fallback,
-    /// Answered with the subprotocol or fallback port because the RPC did not answer in time, or
-    /// (5xx) nothing could be answered within the deadline.
-    Timeout,
-    /// The registry or bus failed (5xx).
-    Error,
-    /// Refused by the per-client rate limit (429).
-    RateLimited,
+use crate::model::{
+    CloseReason, DiscoveryOutcome, Limit, LookupSource, PortAnswer, PortError, RedisOp,
+    RegistrationResult, RpcOutcome,
+};
+
+/// A domain enum whose values are label values.
+pub trait Label: Copy + 'static {
+    /// Every value, so that each series exists before its first event.
+    const ALL: &'static [Self];
+    fn label(self) -> &'static str;
 }
 
-impl DiscoveryOutcome {
-    pub const ALL: [DiscoveryOutcome; 6] = [
-        Self::Hit,
-        Self::Miss,
-        Self::Fallback,
-        Self::Timeout,
-        Self::Error,
-        Self::RateLimited,
-    ];
+impl Label for DiscoveryOutcome {
+    const ALL: &'static [Self] = &DiscoveryOutcome::ALL;
 
-    pub fn as_str(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Hit => "hit",
             Self::Miss => "miss",
@@ -42,21 +29,10 @@ impl DiscoveryOutcome {
     }
 }
 
-/// Where a discovery found the token's candidates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LookupSource {
-    /// This node's hub: it holds every session of the token, or the registry could not be read.
-    Hub,
-    /// Other nodes' records this node read recently (no Redis round trip).
-    Cache,
-    /// The registry (one Redis round trip).
-    Registry,
-}
+impl Label for LookupSource {
+    const ALL: &'static [Self] = &LookupSource::ALL;
 
-impl LookupSource {
-    pub const ALL: [LookupSource; 3] = [Self::Hub, Self::Cache, Self::Registry];
-
-    pub fn as_str(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Hub => "hub",
             Self::Cache => "cache",
@@ -65,37 +41,10 @@ impl LookupSource {
     }
 }
 
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent a close frame.
-    ClientClose,
-    /// The connection ended without a close frame.
-    Disconnect,
-    /// No frame of any kind (ping included) within the idle timeout.
-    Idle,
-    /// A frame over the size limit (closed with 1009).
-    FrameTooLarge,
-    /// A WebSocket protocol violation (closed with 1002).
-    ProtocolError,
-    /// The node is draining (closed with 1001).
-    Drain,
-    /// The client stopped reading and our outbound queue stayed full (closed with 1008).
-    SlowConsumer,
-}
+impl Label for CloseReason {
+    const ALL: &'static [Self] = &CloseReason::ALL;
 
-impl CloseReason {
-    pub const ALL: [CloseReason; 7] = [
-        Self::ClientClose,
-        Self::Disconnect,
-        Self::Idle,
-        Self::FrameTooLarge,
-        Self::ProtocolError,
-        Self::Drain,
-        Self::SlowConsumer,
-    ];
-
-    pub fn as_str(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::ClientClose => "client_close",
             Self::Disconnect => "disconnect",
@@ -108,30 +57,10 @@ impl CloseReason {
     }
 }
 
-/// How a registration attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistrationResult {
-    Accepted,
-    NoToken,
-    NodeFull,
-    TokenFull,
-    Draining,
-    BadHandshake,
-    Error,
-}
+impl Label for RegistrationResult {
+    const ALL: &'static [Self] = &RegistrationResult::ALL;
 
-impl RegistrationResult {
-    pub const ALL: [RegistrationResult; 7] = [
-        Self::Accepted,
-        Self::NoToken,
-        Self::NodeFull,
-        Self::TokenFull,
-        Self::Draining,
-        Self::BadHandshake,
-        Self::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
             Self::NoToken => "no_token",
@@ -144,30 +73,10 @@ impl RegistrationResult {
     }
 }
 
-/// A configured limit that was hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    FrameSize,
-    SessionsPerNode,
-    SessionsPerToken,
-    IdleTime,
-    JsonDepth,
-    DiscoveryRate,
-    SessionQueue,
-}
+impl Label for Limit {
+    const ALL: &'static [Self] = &Limit::ALL;
 
-impl Limit {
-    pub const ALL: [Limit; 7] = [
-        Self::FrameSize,
-        Self::SessionsPerNode,
-        Self::SessionsPerToken,
-        Self::IdleTime,
-        Self::JsonDepth,
-        Self::DiscoveryRate,
-        Self::SessionQueue,
-    ];
-
-    pub fn as_str(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::FrameSize => "frame_size",
             Self::SessionsPerNode => "sessions_per_node",
@@ -180,56 +89,10 @@ impl Limit {
     }
 }
 
-/// How one `getHostieGrpcPort` RPC ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RpcResult {
-    Ok,
-    Error,
-    Timeout,
-}
+impl Label for RedisOp {
+    const ALL: &'static [Self] = &RedisOp::ALL;
 
-impl RpcResult {
-    pub const ALL: [RpcResult; 3] = [Self::Ok, Self::Error, Self::Timeout];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Timeout => "timeout",
-        }
-    }
-}
-
-/// A Redis operation, for counting its errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisOp {
-    Register,
-    Release,
-    Lookup,
-    Heartbeat,
-    Sweep,
-    Reassert,
-    Drain,
-    Publish,
-    Subscribe,
-    Ping,
-}
-
-impl RedisOp {
-    pub const ALL: [RedisOp; 10] = [
-        Self::Register,
-        Self::Release,
-        Self::Lookup,
-        Self::Heartbeat,
-        Self::Sweep,
-        Self::Reassert,
-        Self::Drain,
-        Self::Publish,
-        Self::Subscribe,
-        Self::Ping,
-    ];
-
-    pub fn as_str(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Register => "register",
             Self::Release => "release",
@@ -245,32 +108,28 @@ impl RedisOp {
     }
 }
 
-/// How one cross-node bus request ended, as seen by the requester.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BusResult {
-    Ok,
-    SessionGone,
-    NoSubscriber,
-    Timeout,
-    Error,
-}
-
-impl BusResult {
-    pub const ALL: [BusResult; 5] = [
-        Self::Ok,
-        Self::SessionGone,
-        Self::NoSubscriber,
-        Self::Timeout,
-        Self::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::SessionGone => "session_gone",
-            Self::NoSubscriber => "no_subscriber",
-            Self::Timeout => "timeout",
-            Self::Error => "error",
-        }
+/// The label of how one `getHostieGrpcPort` request ended.
+pub fn rpc(outcome: RpcOutcome) -> &'static str {
+    match outcome {
+        RpcOutcome::Port(_) => "ok",
+        RpcOutcome::Failed => "error",
+        RpcOutcome::TimedOut => "timeout",
     }
 }
+
+/// Every value of [`rpc`].
+pub const RPC_ALL: [&str; 3] = ["ok", "error", "timeout"];
+
+/// The label of how one cross-node port request ended, as seen by the asker.
+pub fn bus(result: &Result<PortAnswer, PortError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(PortError::SessionGone) => "session_gone",
+        Err(PortError::NodeGone(_)) => "no_subscriber",
+        Err(PortError::Timeout) => "timeout",
+        Err(PortError::Transport(_)) => "error",
+    }
+}
+
+/// Every value of [`bus`].
+pub const BUS_ALL: [&str; 5] = ["ok", "session_gone", "no_subscriber", "timeout", "error"];

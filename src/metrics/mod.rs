@@ -1,13 +1,15 @@
 //! Prometheus metrics, one registry per node (several nodes can share a test process).
 //!
-//! Every label value comes from a fixed enum in this crate: never a token, a client id or any
-//! other client-supplied string.
+//! Every label value comes from a fixed enum of the domain ([`crate::model::outcome`]), mapped
+//! to a string in [`labels`]: never a token, a client id or any other client-supplied string.
 
 mod labels;
 
-pub use labels::{
-    BusResult, CloseReason, DiscoveryOutcome, Limit, LookupSource, RedisOp, RegistrationResult,
-    RpcResult,
+pub use labels::Label;
+
+use crate::model::{
+    CloseReason, DiscoveryOutcome, Limit, LookupSource, PortAnswer, PortError, RedisOp,
+    RegistrationResult, RpcOutcome,
 };
 
 use prometheus::{
@@ -245,19 +247,20 @@ impl Metrics {
     /// event (rate() over a missing series is empty, not zero).
     fn touch_label_sets(&self) {
         use crate::protocol::{EventKind, FrameError};
+        fn touch<L: Label>(vec: &IntCounterVec) {
+            for l in L::ALL {
+                vec.with_label_values(&[l.label()]);
+            }
+        }
+        touch::<DiscoveryOutcome>(&self.discoveries);
         for o in DiscoveryOutcome::ALL {
-            self.discoveries.with_label_values(&[o.as_str()]);
-            self.discovery_seconds.with_label_values(&[o.as_str()]);
+            self.discovery_seconds.with_label_values(&[o.label()]);
         }
-        for s in LookupSource::ALL {
-            self.lookups.with_label_values(&[s.as_str()]);
+        touch::<LookupSource>(&self.lookups);
+        for r in labels::RPC_ALL {
+            self.rpc_seconds.with_label_values(&[r]);
         }
-        for r in RpcResult::ALL {
-            self.rpc_seconds.with_label_values(&[r.as_str()]);
-        }
-        for l in Limit::ALL {
-            self.limits.with_label_values(&[l.as_str()]);
-        }
+        touch::<Limit>(&self.limits);
         for r in [
             FrameError::Malformed.as_str(),
             FrameError::TooDeep.as_str(),
@@ -265,53 +268,57 @@ impl Metrics {
         ] {
             self.frames_dropped.with_label_values(&[r]);
         }
-        for op in RedisOp::ALL {
-            self.redis_errors.with_label_values(&[op.as_str()]);
-        }
-        for r in BusResult::ALL {
-            self.bus_requests.with_label_values(&[r.as_str()]);
+        touch::<RedisOp>(&self.redis_errors);
+        for r in labels::BUS_ALL {
+            self.bus_requests.with_label_values(&[r]);
         }
         for k in EventKind::ALL {
             self.frames.with_label_values(&[k.as_str()]);
         }
-        for r in RegistrationResult::ALL {
-            self.registrations.with_label_values(&[r.as_str()]);
-        }
-        for c in CloseReason::ALL {
-            self.closes.with_label_values(&[c.as_str()]);
-        }
+        touch::<RegistrationResult>(&self.registrations);
+        touch::<CloseReason>(&self.closes);
     }
 
     pub fn registration(&self, r: RegistrationResult) {
-        self.registrations.with_label_values(&[r.as_str()]).inc();
+        self.registrations.with_label_values(&[r.label()]).inc();
+    }
+
+    pub fn close(&self, r: CloseReason) {
+        self.closes.with_label_values(&[r.label()]).inc();
     }
 
     pub fn redis_error(&self, op: RedisOp) {
-        self.redis_errors.with_label_values(&[op.as_str()]).inc();
+        self.redis_errors.with_label_values(&[op.label()]).inc();
     }
 
-    pub fn bus_request(&self, r: BusResult) {
-        self.bus_requests.with_label_values(&[r.as_str()]).inc();
+    /// Counts one port request to another node, and its round trip when it was answered.
+    pub fn bus_request(&self, result: &Result<PortAnswer, PortError>, seconds: f64) {
+        self.bus_requests
+            .with_label_values(&[labels::bus(result)])
+            .inc();
+        if result.is_ok() {
+            self.bus_seconds.observe(seconds);
+        }
     }
 
     pub fn limit(&self, l: Limit) {
-        self.limits.with_label_values(&[l.as_str()]).inc();
+        self.limits.with_label_values(&[l.label()]).inc();
     }
 
     pub fn discovery(&self, o: DiscoveryOutcome, seconds: f64) {
-        self.discoveries.with_label_values(&[o.as_str()]).inc();
+        self.discoveries.with_label_values(&[o.label()]).inc();
         self.discovery_seconds
-            .with_label_values(&[o.as_str()])
+            .with_label_values(&[o.label()])
             .observe(seconds);
     }
 
     pub fn lookup(&self, s: LookupSource) {
-        self.lookups.with_label_values(&[s.as_str()]).inc();
+        self.lookups.with_label_values(&[s.label()]).inc();
     }
 
-    pub fn rpc(&self, r: RpcResult, seconds: f64) {
+    pub fn rpc(&self, outcome: RpcOutcome, seconds: f64) {
         self.rpc_seconds
-            .with_label_values(&[r.as_str()])
+            .with_label_values(&[labels::rpc(outcome)])
             .observe(seconds);
     }
 

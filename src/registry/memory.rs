@@ -1,23 +1,27 @@
 //! In-memory registry: the embedded single-node mode, and in-process clusters in tests.
 
-use super::{
-    Admission, Heartbeat, NodeId, Registry, RegistryError, SessionId, SessionRecord, newest_first,
-};
+use super::{Admission, Heartbeat, Registry, RegistryError};
+use crate::memory_broker::{MemoryBroker, Topic};
+use crate::model::{BusMessage, NodeId, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A map behind a `std::sync::Mutex`: nothing awaits under the lock, and every operation is a
-/// few pointer moves.
-#[derive(Default)]
+/// few pointer moves. An admitted registration is announced on the broker's events topic, as
+/// `register.lua` announces it on Redis.
 pub struct MemoryRegistry {
     tokens: Mutex<HashMap<TokenHash, Vec<SessionRecord>>>,
+    broker: Arc<MemoryBroker>,
 }
 
 impl MemoryRegistry {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(broker: Arc<MemoryBroker>) -> Self {
+        Self {
+            tokens: Mutex::default(),
+            broker,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenHash, Vec<SessionRecord>>> {
@@ -34,16 +38,24 @@ impl Registry for MemoryRegistry {
         record: &SessionRecord,
         max_per_token: usize,
     ) -> Result<Admission, RegistryError> {
-        let mut tokens = self.lock();
-        let list = tokens.entry(record.token).or_default();
-        let shared = list.iter().any(|r| r.node != record.node);
-        if list.iter().any(|r| r.session == record.session) {
-            return Ok(Admission::Admitted { shared });
-        }
-        if list.len() >= max_per_token {
-            return Ok(Admission::TokenFull);
-        }
-        list.push(record.clone());
+        let shared = {
+            let mut tokens = self.lock();
+            let list = tokens.entry(record.token).or_default();
+            let shared = list.iter().any(|r| r.node != record.node);
+            if list.iter().any(|r| r.session == record.session) {
+                return Ok(Admission::Admitted { shared });
+            }
+            if list.len() >= max_per_token {
+                return Ok(Admission::TokenFull);
+            }
+            list.push(record.clone());
+            shared
+        };
+        let notice = BusMessage::Registered {
+            token: record.token,
+            node: record.node.clone(),
+        };
+        self.broker.publish(&Topic::Events, &notice);
         Ok(Admission::Admitted { shared })
     }
 

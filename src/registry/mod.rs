@@ -5,65 +5,16 @@
 //! by session id: removing a record names the session, so an old owner can never remove a newer
 //! registration of the same token.
 
-pub mod keys;
 pub mod memory;
 pub mod redis;
 
-use crate::protocol::{PeerHint, TokenHash};
+use crate::model::{NodeId, RedisOp, SessionId, SessionRecord};
+use crate::protocol::TokenHash;
+use crate::redis_common::CommandError;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use uuid::Uuid;
 
 pub use memory::MemoryRegistry;
 pub use redis::RedisRegistry;
-
-/// One registered WebSocket, unique across the cluster and across reconnects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SessionId(pub Uuid);
-
-impl SessionId {
-    pub fn new() -> Self {
-        Self(Uuid::new_v4())
-    }
-}
-
-impl Default for SessionId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A node's name in the cluster (its bus address).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct NodeId(pub String);
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Everything a node other than the owner needs to answer a discovery for this session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub session: SessionId,
-    pub node: NodeId,
-    pub token: TokenHash,
-    /// Microseconds since the Unix epoch; discovery asks the newest session first.
-    pub registered_at_us: u64,
-    /// The host that discovery answers with (custom host, else the client address).
-    pub host: String,
-    /// The subprotocol's service port, used when the JSON-RPC fails.
-    pub port_hint: Option<u16>,
-    pub peer: PeerHint,
-}
 
 /// Whether a registration was admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +29,16 @@ pub enum Admission {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("registry backend unavailable: {0}")]
-    Unavailable(String),
+    /// A Redis command failed or did not answer within the operation timeout.
+    #[error("Redis {op:?} failed")]
+    Redis {
+        op: RedisOp,
+        #[source]
+        source: CommandError,
+    },
+    /// The caller's deadline ran out before the registry answered.
+    #[error("the registry did not answer within the deadline")]
+    Deadline,
 }
 
 #[async_trait]
@@ -124,13 +83,4 @@ pub struct Heartbeat {
     pub alive: usize,
     /// Nodes whose heartbeat ran out, to sweep.
     pub dead: Vec<NodeId>,
-}
-
-/// Sorts records newest first; ties (same microsecond) broken by session id for a stable order.
-pub fn newest_first(records: &mut [SessionRecord]) {
-    records.sort_by(|a, b| {
-        b.registered_at_us
-            .cmp(&a.registered_at_us)
-            .then(b.session.cmp(&a.session))
-    });
 }

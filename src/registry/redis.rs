@@ -3,14 +3,12 @@
 //! Atomic steps are Lua scripts (`lua/*.lua`, each documenting its KEYS and ARGV). Every call
 //! is bounded by `op_timeout`, and every failure is counted by operation.
 
-use super::keys::Keys;
-use super::{
-    Admission, Heartbeat, NodeId, Registry, RegistryError, SessionId, SessionRecord, newest_first,
-};
-use crate::bus::message::BusMessage;
-use crate::metrics::{Metrics, RedisOp};
+use super::{Admission, Heartbeat, Registry, RegistryError};
+use crate::metrics::Metrics;
+use crate::model::{BusMessage, NodeId, RedisOp, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
-use crate::redis_conn::RedisConns;
+use crate::redis_common::{Keys, RedisConns};
+use crate::telemetry::ErrorChain;
 use async_trait::async_trait;
 use redis::Script;
 use std::future::Future;
@@ -67,10 +65,10 @@ impl RedisRegistry {
             .conns
             .run(f)
             .await
-            .map_err(|e| RegistryError::Unavailable(format!("{}: {e}", op.as_str())));
+            .map_err(|source| RegistryError::Redis { op, source });
         if let Err(e) = &result {
             self.metrics.redis_error(op);
-            tracing::debug!(op = op.as_str(), error = %e, "redis operation failed");
+            tracing::debug!(error = %ErrorChain(e), "redis operation failed");
         }
         result
     }

@@ -3,13 +3,12 @@
 
 use crate::helpers::init;
 use crate::redis_server::RedisServer;
+use hostie::memory_broker::MemoryBroker;
 use hostie::metrics::Metrics;
+use hostie::model::{NodeId, SessionId, SessionRecord, newest_first};
 use hostie::protocol::{PeerHint, TokenHash};
-use hostie::redis_conn::RedisConns;
-use hostie::registry::keys::Keys;
-use hostie::registry::{
-    Admission, MemoryRegistry, NodeId, RedisRegistry, Registry, SessionId, SessionRecord,
-};
+use hostie::redis_common::{Keys, RedisConns, conns::redis_pool};
+use hostie::registry::{Admission, MemoryRegistry, RedisRegistry, Registry};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +41,7 @@ fn record(token: TokenHash, node: &NodeId, at: u64) -> SessionRecord {
 
 fn redis_registry(redis: &RedisServer, node: &str, ttl: Duration) -> Arc<dyn Registry> {
     let op_timeout = Duration::from_secs(1);
-    let pool = hostie::startup::redis_pool(&redis.url(), op_timeout).unwrap();
+    let pool = redis_pool(&redis.url(), op_timeout).unwrap();
     Arc::new(RedisRegistry::new(
         Arc::new(RedisConns::new(pool, op_timeout)),
         Keys::new(&redis_prefix(redis)),
@@ -107,7 +106,7 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
             _ => {}
         }
         let mut want = model.get(&token).cloned().unwrap_or_default();
-        hostie::registry::newest_first(&mut want);
+        newest_first(&mut want);
         let got = registry.candidates(&token).await.unwrap();
         assert_eq!(got, want, "step {step}: candidates newest first");
     }
@@ -120,7 +119,7 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
     registry.reassert(&everything).await.unwrap();
     for token in &tokens {
         let mut want = model.get(token).cloned().unwrap_or_default();
-        hostie::registry::newest_first(&mut want);
+        newest_first(&mut want);
         assert_eq!(registry.candidates(token).await.unwrap(), want);
     }
 }
@@ -128,7 +127,7 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
 #[tokio::test]
 async fn memory_registry_keeps_the_contract() {
     for seed in [1, 42, 0xDEAD_BEEF] {
-        model_test(Arc::new(MemoryRegistry::new()), seed).await;
+        model_test(Arc::new(MemoryRegistry::new(MemoryBroker::new())), seed).await;
     }
 }
 

@@ -1,17 +1,21 @@
 //! One registered WebSocket: one task, one `select!` loop.
 //!
 //! The loop's value is the close reason; cleanup (hub, registry, metrics, close frame) runs once,
-//! after the loop, whatever ended it.
+//! after the loop, whatever ended it. [`rpc_table`] single-flights its `getHostieGrpcPort`
+//! requests. A session sits above the node: it reports its end to the node, and the node reaches
+//! it only through the hub's command queue.
+
+pub mod rpc_table;
 
 use crate::hub::SessionCmd;
-use crate::metrics::{CloseReason, Limit, RpcResult};
+use crate::metrics::Label;
+use crate::model::{CloseReason, Limit, RpcOutcome, SessionRecord};
 use crate::node::Node;
 use crate::protocol::event::parse_client_frame;
 use crate::protocol::jsonrpc::PortRequest;
 use crate::protocol::{ClientEvent, PortResult, ServerEvent};
-use crate::registry::SessionRecord;
-use crate::rpc_table::{RpcOutcome, RpcTable};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
+use rpc_table::RpcTable;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -32,29 +36,41 @@ pub struct SessionSettings {
 
 pub struct Session {
     node: Arc<Node>,
+    settings: SessionSettings,
     record: Arc<SessionRecord>,
     ws: actix_ws::Session,
     rpc: RpcTable,
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, record: Arc<SessionRecord>, ws: actix_ws::Session) -> Self {
-        let rpc = RpcTable::new(node.session_settings().rpc_timeout);
+    pub fn new(
+        node: Arc<Node>,
+        settings: SessionSettings,
+        record: Arc<SessionRecord>,
+        ws: actix_ws::Session,
+    ) -> Self {
         Self {
             node,
+            settings,
             record,
             ws,
-            rpc,
+            rpc: RpcTable::new(settings.rpc_timeout),
         }
     }
 
-    /// Runs the session until it ends, then cleans up exactly once.
+    /// Runs the session until it ends, then cleans up exactly once. Its span is at debug level:
+    /// a node holds ≈19k idle sessions, and a span kept per session would cost memory on each.
+    #[tracing::instrument(name = "session", level = "debug", skip_all, fields(
+        node = %self.node.id(),
+        token = %self.record.token,
+        session = %self.record.session,
+    ))]
     pub async fn run(
         mut self,
         mut frames: AggregatedMessageStream,
         mut cmds: mpsc::Receiver<SessionCmd>,
     ) {
-        let settings = self.node.session_settings();
+        let settings = self.settings;
         let idle = tokio::time::sleep(settings.idle_timeout);
         let sweep = tokio::time::sleep(settings.rpc_timeout);
         tokio::pin!(idle, sweep);
@@ -94,7 +110,7 @@ impl Session {
                 () = &mut sweep, if self.rpc.next_expiry().is_some() => {
                     let expired = self.rpc.expire(Instant::now());
                     for _ in 0..expired {
-                        self.node.metrics().rpc(RpcResult::Timeout, settings.rpc_timeout.as_secs_f64());
+                        self.node.metrics().rpc(RpcOutcome::TimedOut, settings.rpc_timeout.as_secs_f64());
                     }
                     if let Some(at) = self.rpc.next_expiry() {
                         sweep.as_mut().reset(at.into());
@@ -113,7 +129,7 @@ impl Session {
         let metrics = self.node.metrics();
         match frame {
             Some(Ok(AggregatedMessage::Text(text))) => {
-                let depth = self.node.session_settings().max_json_depth;
+                let depth = self.settings.max_json_depth;
                 match parse_client_frame(&text, depth) {
                     Ok(ClientEvent::RpcReply(reply)) => {
                         metrics.frames.with_label_values(&["jsonrpc"]).inc();
@@ -166,11 +182,7 @@ impl Session {
             .and_then(|id| self.rpc.complete(id, outcome, Instant::now()));
         match settled {
             Some(took) => {
-                let result = match outcome {
-                    RpcOutcome::Port(_) => RpcResult::Ok,
-                    _ => RpcResult::Error,
-                };
-                metrics.rpc(result, took.as_secs_f64());
+                metrics.rpc(outcome, took.as_secs_f64());
                 if let PortResult::Error { code, message } = &reply.result {
                     tracing::debug!(session = %self.record.session, code, message, "getHostieGrpcPort error reply");
                 }
@@ -208,10 +220,7 @@ impl Session {
         if reason == CloseReason::Idle {
             node.metrics().limit(Limit::IdleTime);
         }
-        node.metrics()
-            .closes
-            .with_label_values(&[reason.as_str()])
-            .inc();
+        node.metrics().close(reason);
         node.release(&record).await;
         let code = match reason {
             CloseReason::Disconnect => None,
@@ -227,7 +236,7 @@ impl Session {
         tracing::info!(
             session = %record.session,
             token = %record.token,
-            reason = reason.as_str(),
+            reason = reason.label(),
             "session closed"
         );
     }

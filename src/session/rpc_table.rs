@@ -4,18 +4,9 @@
 //! the newest in-flight request while it is younger than the RPC timeout. Pure state, driven by
 //! the session task, so it is tested without sockets.
 
+use crate::model::RpcOutcome;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// What one RPC ended with, as seen by every waiter that joined it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RpcOutcome {
-    Port(u16),
-    /// `result: null`, a non-integer, or an error object.
-    Failed,
-    /// No reply within the RPC timeout.
-    TimedOut,
-}
 
 pub type Waiter = oneshot::Sender<RpcOutcome>;
 

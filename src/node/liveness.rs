@@ -6,7 +6,8 @@
 //! sweep the records of peers whose heartbeat ran out. Every `anti_entropy` the records are
 //! re-written anyway (2 commands per session, pipelined).
 
-use crate::node::Node;
+use super::Node;
+use crate::telemetry::ErrorChain;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ async fn beat(
         Ok(h) => h,
         Err(e) => {
             if healthy {
-                tracing::warn!(error = %e, "heartbeat failed; local sessions stay open");
+                tracing::warn!(error = %ErrorChain(&e), "heartbeat failed; local sessions stay open");
             }
             return false;
         }
@@ -61,7 +62,7 @@ async fn beat(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "re-assertion failed; retrying next beat");
+                tracing::warn!(error = %ErrorChain(&e), "re-assertion failed; retrying next beat");
                 return false;
             }
         }
@@ -72,7 +73,7 @@ async fn beat(
                 node.metrics().swept_records.inc_by(n as u64);
                 tracing::info!(node = %dead, records = n, "swept a dead node");
             }
-            Err(e) => tracing::debug!(node = %dead, error = %e, "sweep failed"),
+            Err(e) => tracing::debug!(node = %dead, error = %ErrorChain(&e), "sweep failed"),
         }
     }
     true

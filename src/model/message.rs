@@ -1,14 +1,17 @@
-//! What travels on the node channels. Plain data: session ids and ports, never tokens.
+//! What travels on the node channels and the events channel. Plain data: session ids, token
+//! hashes and ports, never tokens. The JSON shape is the node-to-node format (`docs/redis.md`):
+//! nodes of two versions must understand each other during a rolling upgrade.
 
-use crate::hub::PortAnswer;
+use super::ids::{NodeId, SessionId};
+use super::port::PortAnswer;
 use crate::protocol::TokenHash;
-use crate::registry::{NodeId, SessionId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum BusMessage {
-    /// "Ask your session for its port; answer on my channel within `budget_ms`."
+    /// "Ask your session for its port; answer on my channel within `budget_ms`" (the owner's
+    /// wait: a little less than the asker's, so that a fallback answer arrives in time).
     Request {
         id: u64,
         from: NodeId,
@@ -36,7 +39,7 @@ impl BusMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::PortSource;
+    use crate::model::PortSource;
 
     #[test]
     fn round_trips() {

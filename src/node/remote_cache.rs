@@ -6,10 +6,11 @@
 //! round trips. The cache may only answer what the registry would have answered:
 //!
 //! - Every admitted registration, on any node, publishes a notice on the events channel
-//!   (`register.lua`); the notice drops the token's entry, as does a local registration or close.
-//!   Notices sent while this node was not subscribed are lost, so an entry is valid only under
-//!   the bus subscription (`Bus::notice_epoch`) it was filled under: the rule of the hub's own
-//!   fast path (`Hub::fast_candidates`).
+//!   (`register.lua`, or the in-memory registry); the notice drops the token's entry, as does a
+//!   local registration or close. Notices sent while this node was not subscribed are lost, so
+//!   an entry is valid only under the bus subscription (`Bus::notice_epoch`) it was filled under:
+//!   the rule of the hub's own fast path (`Hub::fast_candidates`). Only the node drives it: every
+//!   drop is in `node/`.
 //! - A lookup that overlapped any notice is not stored: the records it read may predate it.
 //! - A draining node's `Leave` notice drops every token it has a session of.
 //! - A session that closed or a node that died shows when asked (`SessionGone`, a PUBLISH that
@@ -17,8 +18,8 @@
 //! - Entries expire after `ttl`, the heartbeat TTL, the time a dead node's records stay in Redis
 //!   anyway; at `capacity` entries the cache starts over.
 
+use crate::model::{NodeId, SessionRecord};
 use crate::protocol::TokenHash;
-use crate::registry::{NodeId, SessionRecord};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -135,8 +136,8 @@ impl RemoteCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SessionId;
     use crate::protocol::PeerHint;
-    use crate::registry::SessionId;
 
     fn record(token: TokenHash) -> SessionRecord {
         on(token, "b")

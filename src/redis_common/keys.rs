@@ -1,16 +1,9 @@
-//! Every Redis key and channel, in one place (a move to Redis Cluster changes only this file
-//! and the scripts that build token keys from node sets).
-//!
-//! | name | type | content |
-//! |---|---|---|
-//! | `{P}:tok:{H}` | hash | session id → [`SessionRecord`](super::SessionRecord) JSON, for token hash `H` (64 hex) |
-//! | `{P}:node:{N}:sessions` | set | `H:session` members of node `N`, to sweep or drain a node |
-//! | `{P}:nodes` | sorted set | node id → alive-until (ms, Redis clock); the heartbeat |
-//! | `{P}:node:{N}` | channel | requests and replies addressed to node `N` |
-//! | `{P}:events` | channel | cluster-wide notices (a node leaving, a session registered) |
+//! Every Redis key and channel name, built in one place. What each holds, how it is encoded and
+//! who writes it: `docs/redis.md` (the schema is written there once). A move to Redis Cluster
+//! changes only this file and the scripts that build token keys from node sets.
 
+use crate::model::{NodeId, SessionId};
 use crate::protocol::TokenHash;
-use crate::registry::{NodeId, SessionId};
 
 #[derive(Debug, Clone)]
 pub struct Keys {

@@ -10,12 +10,15 @@
 //! that created it, so a worker thread that always uses "its" connection never wakes another
 //! thread to reach Redis (the profile showed those wake-ups as the largest cost).
 
-use deadpool_redis::{Connection, Pool};
+use deadpool_redis::{Connection, CreatePoolError, Pool};
 use redis::aio::MultiplexedConnection;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Connections the pool may open (commands and publishes; the subscriber has its own).
+const POOL_SIZE: usize = 16;
 
 /// Shared connections per node: one per thread that talks to Redis (HTTP workers, the main
 /// runtime), modulo this.
@@ -41,8 +44,8 @@ fn my_slot() -> usize {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("no Redis connection: {0}")]
-    Connect(String),
+    #[error("no Redis connection")]
+    Connect(#[source] deadpool_redis::PoolError),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
     #[error("Redis did not answer within {0:?}")]
@@ -73,12 +76,7 @@ impl RedisConns {
         if let Some(conn) = self.slot(i).clone() {
             return Ok(conn);
         }
-        let fresh = Connection::take(
-            self.pool
-                .get()
-                .await
-                .map_err(|e| CommandError::Connect(e.to_string()))?,
-        );
+        let fresh = Connection::take(self.pool.get().await.map_err(CommandError::Connect)?);
         *self.slot(i) = Some(fresh.clone());
         Ok(fresh)
     }
@@ -113,4 +111,16 @@ impl RedisConns {
         }
         result
     }
+}
+
+/// A pool of multiplexed Redis connections whose waits, connects and recycles are all bounded
+/// by `op_timeout`, so that a hung Redis cannot hold a request past its deadline.
+pub fn redis_pool(url: &str, op_timeout: Duration) -> Result<Pool, CreatePoolError> {
+    let mut config = deadpool_redis::Config::from_url(url);
+    let mut pool = deadpool_redis::PoolConfig::new(POOL_SIZE);
+    pool.timeouts.wait = Some(op_timeout);
+    pool.timeouts.create = Some(op_timeout);
+    pool.timeouts.recycle = Some(op_timeout);
+    config.pool = Some(pool);
+    config.create_pool(Some(deadpool_redis::Runtime::Tokio1))
 }

@@ -1,0 +1,281 @@
+//! The node: the only module that knows the hub, the registry and the bus together.
+//!
+//! It admits registrations (node cap in the hub, token cap in the registry), resolves discoveries
+//! ([`discovery`]: candidates newest first, each asked through the bus within a share of one
+//! deadline), answers other nodes' port requests for its sessions (it is the bus's
+//! [`PortResponder`]), owns what it remembers of other nodes' sessions ([`remote_cache`]: every
+//! drop of it is in this module) and drains. [`liveness`] is its background duty in a cluster.
+
+pub mod discovery;
+pub mod liveness;
+pub mod remote_cache;
+
+use crate::bus::{Bus, PortResponder};
+use crate::hub::{Hub, NodeFull, SessionCmd};
+use crate::metrics::Metrics;
+use crate::model::{Limit, NodeId, PortAnswer, PortError, SessionId, SessionRecord};
+use crate::protocol::TokenHash;
+use crate::registry::{Admission, Registry, RegistryError};
+use crate::telemetry::ErrorChain;
+use async_trait::async_trait;
+use remote_cache::RemoteCache;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub use discovery::{Discovered, DiscoveryError};
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub id: NodeId,
+    /// The whole time one discovery may take, every candidate and lookup included
+    /// (`--rpc-timeout`).
+    pub discovery_deadline: Duration,
+    pub max_sessions_per_token: usize,
+    /// Drain closes sessions evenly over this long.
+    pub drain_spread: Duration,
+    /// Drain gives up waiting for sessions to close after this long.
+    pub drain_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("node is draining")]
+    Draining,
+    #[error("node is at its session limit")]
+    NodeFull,
+    #[error("token is at its session limit")]
+    TokenFull,
+}
+
+pub struct Node {
+    settings: NodeSettings,
+    hub: Arc<Hub>,
+    registry: Arc<dyn Registry>,
+    bus: Arc<Bus>,
+    /// Other nodes' records read recently (see [`remote_cache`]).
+    remote: RemoteCache,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    /// A registration was kept while the registry could not be written: re-assert soon.
+    dirty: AtomicBool,
+    /// Records of closed sessions whose removal failed (registry unreachable), retried by the
+    /// next re-assertion so that a stale record never outlives an outage.
+    unreleased: Mutex<Vec<(TokenHash, SessionId)>>,
+}
+
+impl Node {
+    /// Builds the node and makes it the bus's responder for its sessions.
+    pub fn new(
+        settings: NodeSettings,
+        hub: Arc<Hub>,
+        registry: Arc<dyn Registry>,
+        bus: Arc<Bus>,
+        remote: RemoteCache,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let node = Arc::new(Self {
+            settings,
+            hub,
+            registry,
+            bus,
+            remote,
+            metrics,
+            draining: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            unreleased: Mutex::default(),
+        });
+        let responder: Weak<dyn PortResponder> = Arc::downgrade(&node) as _;
+        node.bus.serve(responder);
+        node
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.settings.id
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn live_sessions(&self) -> usize {
+        self.hub.len()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn registry(&self) -> &dyn Registry {
+        self.registry.as_ref()
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Admits a session: node cap first (local, cheap), then the cluster-wide token cap. When the
+    /// registry cannot be written the session is kept (the hub is the truth) and written later.
+    #[tracing::instrument(name = "register", skip_all, fields(
+        node = %self.settings.id,
+        token = %record.token,
+        session = %record.session,
+    ))]
+    pub async fn register(
+        &self,
+        record: Arc<SessionRecord>,
+        discoverable: bool,
+        cmd: mpsc::Sender<SessionCmd>,
+    ) -> Result<(), RegisterError> {
+        if self.is_draining() {
+            return Err(RegisterError::Draining);
+        }
+        // Read before the registration script runs: a notice lost after this read changes it.
+        let epoch = self.bus.notice_epoch();
+        self.hub
+            .insert(record.clone(), discoverable, cmd, epoch)
+            .map_err(|NodeFull| {
+                self.metrics.limit(Limit::SessionsPerNode);
+                RegisterError::NodeFull
+            })?;
+        if !discoverable {
+            return Ok(());
+        }
+        // The token's newest session is now this one.
+        self.remote.forget(&record.token);
+        let admitted = self
+            .registry
+            .register(&record, self.settings.max_sessions_per_token)
+            .await;
+        match admitted {
+            Ok(Admission::Admitted { shared }) => {
+                if shared {
+                    self.hub.mark_shared(&record.token);
+                    self.remote.forget(&record.token);
+                }
+                Ok(())
+            }
+            Ok(Admission::TokenFull) => {
+                self.hub.remove(record.session);
+                self.metrics.limit(Limit::SessionsPerToken);
+                Err(RegisterError::TokenFull)
+            }
+            Err(e) => {
+                // The hub is the truth and the registry its cache: keep the session (local
+                // discovery works) and write it when the registry is back. Whether another
+                // node holds the token is unknown now.
+                self.hub.mark_shared(&record.token);
+                self.remote.forget(&record.token);
+                self.dirty.store(true, Ordering::SeqCst);
+                tracing::warn!(error = %ErrorChain(&e), "registry unavailable; session kept locally until it can be re-asserted");
+                Ok(())
+            }
+        }
+    }
+
+    fn unreleased_lock(&self) -> MutexGuard<'_, Vec<(TokenHash, SessionId)>> {
+        // Pushes and whole takes only: consistent even after a panic elsewhere.
+        self.unreleased.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a registration is waiting to be written to the registry; clears the flag.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::SeqCst)
+    }
+
+    /// Writes every local discoverable session into the registry again. Sessions that closed
+    /// while their records were being written are removed again, so a close is never undone.
+    pub async fn reassert_all(&self) -> Result<usize, RegistryError> {
+        let snapshot = self.hub.discoverable_records();
+        if let Err(e) = self.registry.reassert(&snapshot).await {
+            self.dirty.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        let mut gone: Vec<_> = std::mem::take(&mut *self.unreleased_lock());
+        gone.extend(
+            snapshot
+                .iter()
+                .filter(|r| !self.hub.contains(r.session))
+                .map(|r| (r.token, r.session)),
+        );
+        for (i, (token, session)) in gone.iter().enumerate() {
+            if let Err(e) = self.registry.release(token, *session).await {
+                self.unreleased_lock().extend_from_slice(&gone[i..]);
+                self.dirty.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        self.metrics.reassertions.inc();
+        self.metrics
+            .reasserted_sessions
+            .inc_by(snapshot.len() as u64);
+        Ok(snapshot.len())
+    }
+
+    /// Forgets a session that ended: it is never offered again once this returns.
+    pub async fn release(&self, record: &SessionRecord) {
+        if self.hub.remove(record.session).is_some() {
+            self.remote.forget(&record.token);
+        }
+        if let Err(e) = self.registry.release(&record.token, record.session).await {
+            tracing::warn!(session = %record.session, token = %record.token, error = %ErrorChain(&e), "could not remove session record; retrying when the registry answers");
+            self.unreleased_lock().push((record.token, record.session));
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Drains: fails readiness, refuses upgrades and stops answering for its sessions at once,
+    /// removes this node's records, tells peers, then closes every session with 1001 spread
+    /// over the drain spread, waiting at most the grace period for them to finish.
+    pub async fn drain(&self) {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.hub.stop_offering();
+        let started = Instant::now();
+        tracing::info!(node = %self.id(), sessions = self.hub.len(), "draining");
+        if let Err(e) = self.registry.release_node(self.id()).await {
+            tracing::warn!(error = %ErrorChain(&e), "could not remove this node's records; sessions will remove their own");
+        }
+        if let Err(e) = self.bus.leave().await {
+            tracing::warn!(error = %ErrorChain(&e), "could not tell peers this node is leaving");
+        }
+        let grace_end = started + self.settings.drain_grace;
+        let spread = self.settings.drain_spread.min(self.settings.drain_grace);
+        if tokio::time::timeout_at(grace_end.into(), self.hub.drain_all(spread))
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain grace ran out while closing sessions");
+        }
+        while !self.hub.is_empty() && Instant::now() < grace_end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.metrics
+            .drain_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(node = %self.id(), left = self.hub.len(), took_ms = started.elapsed().as_millis() as u64, "drained");
+    }
+}
+
+/// The owner side of the bus: other nodes' requests for this node's sessions, and their notices.
+#[async_trait]
+impl PortResponder for Node {
+    async fn ask_local(&self, session: SessionId, wait: Duration) -> Result<PortAnswer, PortError> {
+        self.hub.ask_port(session, wait).await
+    }
+
+    fn foreign_registration(&self, token: &TokenHash) {
+        self.hub.mark_shared(token);
+        self.remote.forget(token);
+    }
+
+    fn peer_leaving(&self, node: &NodeId) {
+        self.remote.forget_node(node);
+    }
+
+    fn home(&self, session: SessionId) -> Option<tokio::runtime::Handle> {
+        self.hub.home(session)
+    }
+}

@@ -1,0 +1,9 @@
+//! What the Redis registry and the Redis bus share, as the in-memory ones share a
+//! [`crate::memory_broker::MemoryBroker`]: the command connections ([`conns`]) and the name of
+//! every key and channel ([`keys`], whose meaning and encoding `docs/redis.md` describes).
+
+pub mod conns;
+pub mod keys;
+
+pub use conns::{CommandError, RedisConns};
+pub use keys::Keys;
