@@ -5,6 +5,7 @@ mod helpers;
 mod process;
 mod redis_server;
 
+mod bus_contract;
 mod cluster;
 mod cluster_faults;
 mod deploy;
