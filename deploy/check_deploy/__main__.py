@@ -1,7 +1,7 @@
-"""Structural checks of hostie's deployment files, run by scripts/check-deploy.
+"""Structural checks of hostie's deployment files, run by deploy/check.
 
 Each subcommand checks one thing, prints what it found wrong (one line each) and exits non-zero
-when anything is. Needs PyYAML (scripts/check-deploy runs it in its own virtualenv).
+when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
 
   manifests FILE [--require KIND]... [--external-secret NAME]... [--rules-out FILE]
       rendered Kubernetes objects (helm template / kubectl kustomize): names, selectors, ports,
