@@ -3,5 +3,5 @@ deploy/ on PYTHONPATH): common holds what the checks share (the problem list, du
 label selectors, hostie's defaults); manifests checks rendered Kubernetes objects; rules keeps the
 kustomize PrometheusRule in sync with the alert rules; compose checks docker-compose.yml and its
 nginx and Prometheus configurations; emulation runs the Compose topology on loopback; image checks
-the Dockerfile; metrics checks the dashboard and the metric names; __main__ is the command line.
+the Dockerfile; metrics checks the dashboard's structure; __main__ is the command line.
 """

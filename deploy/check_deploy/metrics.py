@@ -1,15 +1,14 @@
-"""Dashboard and metric names: deploy/grafana/hostie-dashboard.json (keys, variables, unique panel
-ids, a grid without overlaps, ${datasource} and job="hostie" in every query, balanced queries);
-the hostie_* metric names files use; and that every one of them is exposed by a live node's
-/metrics (a family, a sample, or a histogram series of a family).
+"""The dashboard's structure: deploy/grafana/hostie-dashboard.json (keys, variables, unique panel
+ids, a grid without overlaps, ${datasource} and job="hostie" in every query, balanced queries).
+
+That every hostie_* metric the dashboard and the alert rules use is exposed by a live node is
+checked once, by tests/api/deploy.rs (cargo test), which starts a node in-process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
-from pathlib import Path
 
 from .common import ROOT, RULES_JOB, Problems
 
@@ -48,48 +47,3 @@ def check_dashboard(_: argparse.Namespace) -> int:
             p.check(expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"),
                     pw, f"unbalanced query: {expr}")
     return p.finish(f"dashboard ok: {len(dash['panels'])} panels")
-
-
-NAME = re.compile(r"(?<![A-Za-z0-9_])hostie_[a-z0-9_]*[a-z0-9]")
-SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def metric_names(paths: list[str]) -> dict[str, list[str]]:
-    """Every hostie_* word of the files (as tests/api/deploy.rs reads them), with its files."""
-    names: dict[str, list[str]] = {}
-    for path in paths:
-        for n in sorted(set(NAME.findall(Path(path).read_text()))):
-            names.setdefault(n, []).append(Path(path).name)
-    return names
-
-
-def print_metric_names(args: argparse.Namespace) -> int:
-    for n in sorted(metric_names(args.files)):
-        print(n)
-    return 0
-
-
-def check_live_metrics(args: argparse.Namespace) -> int:
-    """Every name used is a metric family of the exposition, one of its sample names, or a
-    histogram series (_bucket/_sum/_count) of a family."""
-    p = Problems()
-    families, samples = {}, set()
-    for line in Path(args.metrics).read_text().splitlines():
-        m = re.match(r"# TYPE (\S+) (\S+)", line)
-        if m:
-            families[m.group(1)] = m.group(2)
-        elif line and not line.startswith("#"):
-            samples.add(re.split(r"[{ ]", line, maxsplit=1)[0])
-
-    def exposed(name: str) -> bool:
-        if name in families or name in samples:
-            return True
-        return any(name.endswith(s) and families.get(name[: -len(s)]) in ("histogram", "summary")
-                   for s in SERIES_SUFFIXES)
-
-    used = metric_names(args.files)
-    for n, files in sorted(used.items()):
-        p.check(exposed(n), n, f"used in {', '.join(files)}, not exposed by a live node")
-    bases = sorted({next((n[: -len(s)] for s in SERIES_SUFFIXES if n.endswith(s)
-                          and n[: -len(s)] in families), n) for n in used})
-    return p.finish(f"{len(bases)} metrics used, all exposed: {' '.join(bases)}")
