@@ -3,6 +3,10 @@
 //! (`deploy/grafana/hostie-dashboard.json`) use is exposed, under that name, by a live node's
 //! `/metrics` from its first scrape on (a series that appears only after its first event would
 //! leave `rate()` empty and an alert blind).
+//!
+//! This is the only check of that fact: it runs the node exactly as `main` builds it, in
+//! process, with no tool to install. `deploy/check` checks the same files' structure (promtool,
+//! the dashboard's layout and queries), not their metric names.
 
 use crate::helpers::{spawn_node, test_config};
 use std::collections::{BTreeMap, BTreeSet};

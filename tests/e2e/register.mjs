@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Register a token with a hostie registry exactly like the real wechaty gateway does,
-// using wechaty@1.20.2's own `Io` client (see shared protocol.md §2 and §4).
+// using wechaty@1.20.2's own `Io` client (see docs/protocol.md §2 and §4).
 //
 //   node register.mjs --apihost 127.0.0.1:PORT --token TOKEN [--service-port N] [--id ID]
 //

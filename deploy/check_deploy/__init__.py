@@ -1,7 +1,7 @@
-"""hostie's deployment checks, run by scripts/check-deploy as `python -m check_deploy` (with
-scripts/ on PYTHONPATH): common holds what the checks share (the problem list, durations, YAML,
+"""hostie's deployment checks, run by deploy/check as `python -m check_deploy` (with
+deploy/ on PYTHONPATH): common holds what the checks share (the problem list, durations, YAML,
 label selectors, hostie's defaults); manifests checks rendered Kubernetes objects; rules keeps the
 kustomize PrometheusRule in sync with the alert rules; compose checks docker-compose.yml and its
 nginx and Prometheus configurations; emulation runs the Compose topology on loopback; image checks
-the Dockerfile; metrics checks the dashboard and the metric names; __main__ is the command line.
+the Dockerfile; metrics checks the dashboard's structure; __main__ is the command line.
 """

@@ -1,7 +1,7 @@
-"""Structural checks of hostie's deployment files, run by scripts/check-deploy.
+"""Structural checks of hostie's deployment files, run by deploy/check.
 
 Each subcommand checks one thing, prints what it found wrong (one line each) and exits non-zero
-when anything is. Needs PyYAML (scripts/check-deploy runs it in its own virtualenv).
+when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
 
   manifests FILE [--require KIND]... [--external-secret NAME]... [--rules-out FILE]
       rendered Kubernetes objects (helm template / kubectl kustomize): names, selectors, ports,
@@ -20,11 +20,8 @@ when anything is. Needs PyYAML (scripts/check-deploy runs it in its own virtuale
                       nginx; a gateway registers through it, discovery works through it and on
                       every node, forwarding headers cannot be spoofed, a drain closes with 1001
   dockerfile          deploy/Dockerfile and .dockerignore
-  dashboard           deploy/grafana/hostie-dashboard.json
-  metric-names FILE...
-                      the hostie_* metric names the files use (histogram series by base name)
-  live-metrics METRICS_TEXT FILE...
-                      every name used in FILEs is exposed in METRICS_TEXT (a /metrics body)
+  dashboard           deploy/grafana/hostie-dashboard.json (structure; its metric names are
+                      checked against a live node by tests/api/deploy.rs)
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ from .compose import check_compose, nginx_test_conf, prometheus_test_conf
 from .emulation import compose_emulation
 from .image import check_dockerfile
 from .manifests import check_manifests, print_env
-from .metrics import check_dashboard, check_live_metrics, print_metric_names
+from .metrics import check_dashboard
 from .rules import sync_rules
 
 
@@ -68,13 +65,6 @@ def main() -> int:
     ce.set_defaults(fn=compose_emulation)
     sub.add_parser("dockerfile").set_defaults(fn=check_dockerfile)
     sub.add_parser("dashboard").set_defaults(fn=check_dashboard)
-    mn = sub.add_parser("metric-names")
-    mn.add_argument("files", nargs="+")
-    mn.set_defaults(fn=print_metric_names)
-    lm = sub.add_parser("live-metrics")
-    lm.add_argument("metrics")
-    lm.add_argument("files", nargs="+")
-    lm.set_defaults(fn=check_live_metrics)
     args = ap.parse_args()
     return args.fn(args)
 

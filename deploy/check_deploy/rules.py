@@ -19,8 +19,8 @@ def rendered_kustomize_rule() -> str:
     indented = "".join(("  " + line) if line.strip() else line
                        for line in body.splitlines(keepends=True))
     return (
-        "# GENERATED from deploy/prometheus/hostie-rules.yaml by `scripts/check-deploy --sync-rules`;\n"
-        "# edit that file, not this one (scripts/check-deploy fails while the two differ).\n"
+        "# GENERATED from deploy/prometheus/hostie-rules.yaml by `deploy/check --sync-rules`;\n"
+        "# edit that file, not this one (deploy/check fails while the two differ).\n"
         "# The hostie alerts for the Prometheus Operator. Add the label your Prometheus selects\n"
         "# rules by (e.g. release: ...). What they mean: README.md, \"Operate\".\n"
         "apiVersion: monitoring.coreos.com/v1\n"
@@ -39,7 +39,7 @@ def sync_rules(args: argparse.Namespace) -> int:
     if args.check:
         have = KUSTOMIZE_RULE.read_text() if KUSTOMIZE_RULE.exists() else ""
         if have != want:
-            print(f"  - {rel} is out of date: run scripts/check-deploy --sync-rules")
+            print(f"  - {rel} is out of date: run deploy/check --sync-rules")
             return 1
         doc = yaml.safe_load(have)
         if doc["spec"]["groups"] != yaml.safe_load(RULES.read_text())["groups"]:
