@@ -1,6 +1,6 @@
-//! The command line and environment interface (design.md §3). Every flag also reads a
-//! `HOSTIE_…` environment variable; bad values stop the process at start with one line naming
-//! the flag.
+//! The command line and environment interface (the flag table: README.md, "Configuration").
+//! Every flag also reads a `HOSTIE_…` environment variable; bad values stop the process at start
+//! with one line naming the flag.
 
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
@@ -273,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_design() {
+    fn defaults_match_the_readme() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.tls_listen.to_string(), "0.0.0.0:8443");

@@ -17,7 +17,10 @@ pub fn init(format: Option<LogFormat>) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The innermost span (register, discover, session) names the node and the short
+            // token hash of every event logged inside it.
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };

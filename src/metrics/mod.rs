@@ -1,7 +1,7 @@
 //! Prometheus metrics, one registry per node (several nodes can share a test process).
 //!
 //! Every label value comes from a fixed enum of the domain ([`crate::model::outcome`]), mapped
-//! to a string in [`labels`]: never a token, a client id or any other client-supplied string.
+//! to a string by [`Label`]: never a token, a client id or any other client-supplied string.
 
 mod labels;
 

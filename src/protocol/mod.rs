@@ -1,4 +1,4 @@
-//! Wire types of the registration and discovery protocol (`shared/protocol.md`).
+//! Wire types of the registration and discovery protocol (`docs/protocol.md`).
 //!
 //! Pure data and parsing only: nothing here does IO, touches Redis or needs a runtime, so every
 //! rule of the wire contract is unit-tested in isolation.
