@@ -8,18 +8,21 @@
 //!
 //! ## Layers
 //!
-//! A module imports only from its own layer's lower rows and the layers below it; a file's
-//! place tells what it may import.
+//! Each module may import only from the rows above its own; modules of one row never import
+//! one another. A file's row tells what it may import, and `tests/api/layers.rs` checks it.
 //!
-//! | layer | modules | may import |
+//! | row | modules | what they hold |
 //! |---|---|---|
-//! | 0. shared data | [`protocol`] (wire types, pure parsing), then [`model`] (ids, records, port answers, bus messages, outcome enums) | `model` → `protocol`; nothing else of the crate |
-//! | 1. plumbing | [`metrics`] (maps model enums to labels), [`telemetry`], [`config`], [`tls`], [`shutdown`] | layer 0 |
-//! | 2a. shared backends | [`redis_common`] (command connections, key names), [`memory_broker`] (in-process pub/sub) | layers 0–1 |
-//! | 2b. seams | [`hub`] (this node's sessions), [`registry`] (who holds which session), [`bus`] (node-to-node requests and notices): none imports another | layers 0–2a |
-//! | 3. node | [`node`] (admission, [`node::discovery`], [`node::remote_cache`], [`node::liveness`], drain) | layers 0–2 |
-//! | 4. session | [`session`] (one task per WebSocket; [`session::rpc_table`]) | layers 0–3 |
-//! | 5. edge | [`http`] (handlers; [`http::error`] maps errors to statuses), [`startup`] (build, bind, run, drain) | layers 0–4 |
+//! | 0 | [`protocol`] | wire types and pure parsing: no IO, no runtime |
+//! | 1 | [`model`] | shared data: ids, session records, port answers, bus messages, outcome enums |
+//! | 2 | [`config`], [`tls`], [`shutdown`] | process plumbing |
+//! | 3 | [`telemetry`], [`metrics`] | logs; Prometheus series (model enums mapped to labels) |
+//! | 4 | [`redis_common`], [`memory_broker`] | what the backends share: Redis connections and key names; in-process pub/sub |
+//! | 5 | [`hub`], [`registry`], [`bus`] | the seams: this node's sessions; who holds which session; node-to-node requests and notices |
+//! | 6 | [`node`] | admission, [`node::discovery`], [`node::remote_cache`], [`node::liveness`], drain |
+//! | 7 | [`session`] | one task per WebSocket ([`session::rpc_table`]: its JSON-RPC requests) |
+//! | 8 | [`http`] | handlers; [`http::error`] is the one place errors become statuses |
+//! | 9 | [`startup`] | build, bind, run until shutdown, drain: what `main` and the tests start |
 //!
 //! The node is the only module that knows hub, registry and bus together. It answers other
 //! nodes' requests as the bus's [`bus::PortResponder`]; the bus and the registry never call

@@ -12,6 +12,7 @@ mod deploy;
 mod discovery;
 mod e2e;
 mod lifecycle;
+mod layers;
 mod limits;
 mod redis_traffic;
 mod registration;
