@@ -51,8 +51,10 @@ pub struct Config {
     pub node_id: Option<String>,
 
     /// The whole discovery deadline (e.g. 500ms, 3s, 1m).
-    #[arg(long, env = "HOSTIE_RPC_TIMEOUT", default_value = "3s", value_parser = duration)]
-    pub rpc_timeout: Duration,
+    // Named for what it bounds; the flag keeps the name operators already use.
+    #[arg(long = "rpc-timeout", value_name = "RPC_TIMEOUT", env = "HOSTIE_RPC_TIMEOUT",
+          default_value = "3s", value_parser = duration)]
+    pub discovery_deadline: Duration,
 
     /// Port answered when a session cannot say its own.
     #[arg(long, env = "HOSTIE_FALLBACK_PORT", default_value_t = 8788,
@@ -278,7 +280,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.tls_listen.to_string(), "0.0.0.0:8443");
         assert_eq!(c.admin_listen.to_string(), "0.0.0.0:9090");
-        assert_eq!(c.rpc_timeout, Duration::from_secs(3));
+        assert_eq!(c.discovery_deadline, Duration::from_secs(3));
         assert_eq!(c.fallback_port, 8788);
         assert_eq!(c.redis_prefix, "hostie");
         assert!(c.redis_url.is_none() && c.trusted_proxies.0.is_empty());
@@ -316,7 +318,7 @@ mod tests {
             "10.0.0.0/8,127.0.0.1/32",
         ])
         .unwrap();
-        assert_eq!(c.rpc_timeout, Duration::from_millis(500));
+        assert_eq!(c.discovery_deadline, Duration::from_millis(500));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.trusted_proxies.0.len(), 2);
         assert!(

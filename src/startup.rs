@@ -63,7 +63,7 @@ impl Backends {
             Self::Redis { url, prefix } => {
                 // Half the discovery deadline, so that a hung Redis still leaves time to
                 // answer from the hub or with a 503.
-                let op_timeout = (config.rpc_timeout / 2).min(Duration::from_secs(1));
+                let op_timeout = (config.discovery_deadline / 2).min(Duration::from_secs(1));
                 let client = redis::Client::open(url.as_str()).context("--redis-url")?;
                 let pool = redis_pool(url, op_timeout)
                     .context("--redis-url: cannot build a connection pool")?;
@@ -133,7 +133,7 @@ impl Application {
         let bus = Bus::start(node_id.clone(), transport, metrics.clone());
         let settings = NodeSettings {
             id: node_id,
-            discovery_deadline: config.rpc_timeout,
+            discovery_deadline: config.discovery_deadline,
             max_sessions_per_token: config.max_sessions_per_token as usize,
             drain_spread: config.drain_spread,
             drain_grace: config.drain_grace,
@@ -149,7 +149,7 @@ impl Application {
             max_frame_bytes: config.max_frame_bytes as usize,
             session: SessionSettings {
                 idle_timeout: config.idle_timeout,
-                rpc_timeout: config.rpc_timeout,
+                rpc_timeout: config.discovery_deadline,
                 max_json_depth: config.max_json_depth as usize,
             },
         });

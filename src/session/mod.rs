@@ -29,7 +29,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SessionSettings {
     /// No frame of any kind (ping included) for this long closes the session.
     pub idle_timeout: Duration,
-    /// How long one `getHostieGrpcPort` request stays joinable and awaited.
+    /// How long one `getHostieGrpcPort` request to the client stays joinable and awaited
+    /// (set to the discovery deadline: no discovery waits longer for it).
     pub rpc_timeout: Duration,
     pub max_json_depth: usize,
 }

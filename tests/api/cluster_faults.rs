@@ -24,7 +24,7 @@ async fn sigkilled_node_is_failed_over_and_its_gateways_come_back_elsewhere() {
     ])
     .await;
     let mut config = cluster_config(&redis, &pfx);
-    config.rpc_timeout = Duration::from_secs(3);
+    config.discovery_deadline = Duration::from_secs(3);
     config.heartbeat_interval = Duration::from_millis(500);
     config.heartbeat_ttl = Duration::from_secs(3);
     let survivors = [spawn_node(config.clone()).await, spawn_node(config).await];

@@ -30,7 +30,7 @@ pub fn init() {
 /// Test defaults: loopback port 0, short timers, no rate limit.
 pub fn test_config() -> Config {
     let mut c = Config::for_tests();
-    c.rpc_timeout = Duration::from_millis(1000);
+    c.discovery_deadline = Duration::from_millis(1000);
     c.drain_spread = Duration::from_millis(100);
     c.drain_grace = Duration::from_secs(3);
     c.discovery_rate = 0;

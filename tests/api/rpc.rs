@@ -108,7 +108,7 @@ async fn configured_fallback_port_is_used() {
 #[tokio::test]
 async fn late_reply_after_the_deadline_is_dropped_and_the_next_query_asks_again() {
     let mut config = test_config();
-    config.rpc_timeout = Duration::from_millis(300);
+    config.discovery_deadline = Duration::from_millis(300);
     let node = spawn_node(config).await;
     let t = token("late");
     let gw = Gateway::connect(
