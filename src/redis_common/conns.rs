@@ -1,8 +1,8 @@
 //! Redis command connections: created by the deadpool-redis pool, then shared.
 //!
 //! deadpool-redis checks every connection it hands out with an `UNWATCH`+`PING` round trip,
-//! which would double the Redis round trips of every discovery (design budget: lookup, request
-//! publish, reply publish). A `MultiplexedConnection` is built to be shared by many tasks, so
+//! which would double the Redis round trips of every discovery (the budget in docs/redis.md:
+//! lookup, request publish, reply publish). A `MultiplexedConnection` is built to be shared by many tasks, so
 //! the node keeps a few of them, taken from the pool once, and drops one only when it fails;
 //! the next command gets a fresh one from the pool (whose connect is bounded by its timeouts).
 //!

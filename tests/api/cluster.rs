@@ -82,7 +82,7 @@ async fn newest_registration_wins_across_nodes_and_closes_take_effect_at_once() 
     let new = Gateway::connect(nodes[1].http, GatewayOptions::new(&t, 2222))
         .await
         .unwrap();
-    // Discoverable everywhere within 100 ms of the handshake (design §2); after that the
+    // Discoverable everywhere within 100 ms of the handshake (docs/architecture.md §2); after that the
     // older session is never asked.
     tokio::time::sleep(Duration::from_millis(100)).await;
     for node in &nodes {
@@ -170,7 +170,7 @@ async fn repeated_cross_node_discoveries_skip_the_lookup_until_something_changes
     );
 
     // A newer session on another node: its registration notice drops the cached records, and
-    // it is discoverable within 100 ms of its handshake (design §2).
+    // it is discoverable within 100 ms of its handshake (docs/architecture.md §2).
     let second = Gateway::connect(nodes[1].http, GatewayOptions::new(&t, 2222))
         .await
         .unwrap();

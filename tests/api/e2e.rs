@@ -1,4 +1,4 @@
-//! End-to-end with the real npm clients (protocol.md §4): wechaty's own `Io` registers over
+//! End-to-end with the real npm clients (docs/protocol.md §4): wechaty's own `Io` registers over
 //! `ws://`, wechaty-token discovers over `https://` with a certificate made here.
 
 use crate::helpers::*;

@@ -89,7 +89,10 @@ fn every_module_uses_only_lower_layers() {
         }
     }
     assert!(checked > 50, "the scan found only {checked} crate paths");
-    assert!(upward.is_empty(), "edges that are not downward: {upward:#?}");
+    assert!(
+        upward.is_empty(),
+        "edges that are not downward: {upward:#?}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! What reaches Redis: never a raw token, and no more round trips than the design's budget
-//! (both read from `MONITOR`).
+//! What reaches Redis: never a raw token, and no more round trips than the budget in
+//! docs/redis.md, "Round trips per operation" (both read from `MONITOR`).
 
 use crate::helpers::*;
 use crate::redis_server::RedisServer;
@@ -103,7 +103,7 @@ async fn round_trip_budget_registration_discovery_release() {
         .await
         .unwrap();
     redis.cli(&["ECHO", "m3c"]);
-    // Discoverable everywhere within 100 ms of the handshake (design §2): the owner learns of
+    // Discoverable everywhere within 100 ms of the handshake (docs/architecture.md §2): the owner learns of
     // the other registration from its notice.
     assert!(
         eventually(Duration::from_millis(100), || async {

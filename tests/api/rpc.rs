@@ -1,4 +1,4 @@
-//! The port question: every reply shape of protocol.md §2.3.
+//! The port question: every reply shape of docs/protocol.md §2.3.
 
 use crate::helpers::*;
 use std::time::{Duration, Instant};
