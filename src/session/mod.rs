@@ -71,9 +71,10 @@ impl Session {
         mut frames: AggregatedMessageStream,
         mut cmds: mpsc::Receiver<SessionCmd>,
     ) {
-        let settings = self.settings;
-        let idle = tokio::time::sleep(settings.idle_timeout);
-        let sweep = tokio::time::sleep(settings.rpc_timeout);
+        // Read from `self` where needed rather than copied: a copy would be kept in every idle
+        // session's future.
+        let idle = tokio::time::sleep(self.settings.idle_timeout);
+        let sweep = tokio::time::sleep(self.settings.rpc_timeout);
         tokio::pin!(idle, sweep);
 
         let reason = loop {
@@ -84,7 +85,7 @@ impl Session {
                     // waking this task. So a live session is woken by its frames only, never
                     // by its idle timer (≈19k sessions × one wake per timeout otherwise).
                     // A timeout too long to add to now never ends: the timer stays as it was.
-                    if let Some(due) = tokio::time::Instant::now().checked_add(settings.idle_timeout) {
+                    if let Some(due) = tokio::time::Instant::now().checked_add(self.settings.idle_timeout) {
                         idle.as_mut().reset(due);
                     }
                     // Boxed, like every await below that holds a timer: the session future
@@ -111,7 +112,7 @@ impl Session {
                 () = &mut sweep, if self.rpc.next_expiry().is_some() => {
                     let expired = self.rpc.expire(Instant::now());
                     for _ in 0..expired {
-                        self.node.metrics().rpc(RpcOutcome::TimedOut, settings.rpc_timeout.as_secs_f64());
+                        self.node.metrics().rpc(RpcOutcome::TimedOut, self.settings.rpc_timeout.as_secs_f64());
                     }
                     if let Some(at) = self.rpc.next_expiry() {
                         sweep.as_mut().reset(at.into());
