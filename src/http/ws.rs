@@ -42,7 +42,7 @@ pub async fn upgrade_or_not_found(
         Err(_) => RegistrationResult::Error,
     });
     if let Err(e) = &result {
-        tracing::info!(error = %e, path = req.path(), "registration refused");
+        tracing::info!(error = %crate::telemetry::ErrorChain(e), path = req.path(), "registration refused");
     }
     result
 }
