@@ -2,7 +2,6 @@
 //! operations compared with a plain model, plus liveness (heartbeat, sweep) on Redis.
 
 use crate::helpers::init;
-use crate::redis_server::RedisServer;
 use hostie::metrics::Metrics;
 use hostie::protocol::{PeerHint, TokenHash};
 use hostie::redis_conn::RedisConns;
@@ -10,6 +9,7 @@ use hostie::registry::keys::Keys;
 use hostie::registry::{
     Admission, MemoryRegistry, NodeId, RedisRegistry, Registry, SessionId, SessionRecord,
 };
+use hostie_testkit::redis_server::RedisServer;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
