@@ -186,3 +186,64 @@ pub fn port(id: &Value, port: u16) -> Message {
 pub fn error(id: &Value, code: i64, message: &str) -> Message {
     jsonrpc(json!({"error":{"code":code,"message":message},"id":id,"jsonrpc":"2.0"}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(msg: Message) -> String {
+        msg.into_text().expect("a text frame").as_str().to_owned()
+    }
+
+    #[test]
+    fn a_port_request_is_answered_with_the_real_clients_bytes() {
+        let event = IoEvent::parse(
+            r#"{"name":"jsonrpc","payload":{"id":7,"jsonrpc":"2.0","method":"getHostieGrpcPort"}}"#,
+        )
+        .unwrap();
+        assert_eq!(event.name(), "jsonrpc");
+        let id = event.port_request().expect("a port request");
+        assert_eq!(
+            text(port(id, 18789)),
+            r#"{"name":"jsonrpc","payload":{"id":7,"jsonrpc":"2.0","result":18789}}"#
+        );
+        assert_eq!(
+            text(error(id, -32601, "Method not found")),
+            r#"{"name":"jsonrpc","payload":{"error":{"code":-32601,"message":"Method not found"},"id":7,"jsonrpc":"2.0"}}"#
+        );
+        assert_eq!(
+            text(sys("bench")),
+            r#"{"name":"sys","payload":"Wechaty version 1.20.2 with CUID: bench"}"#
+        );
+    }
+
+    #[test]
+    fn other_events_are_not_port_requests() {
+        for frame in [
+            r#"{"name":"jsonrpc","payload":{"id":1,"jsonrpc":"2.0","method":"other"}}"#,
+            r#"{"name":"event","payload":{"method":"getHostieGrpcPort","id":1}}"#,
+            r#"{"payload":{}}"#,
+        ] {
+            assert!(
+                IoEvent::parse(frame).unwrap().port_request().is_none(),
+                "{frame}"
+            );
+        }
+        assert!(IoEvent::parse("not json").is_err());
+    }
+
+    #[test]
+    fn the_upgrade_request_is_the_captured_one() {
+        let addr: SocketAddr = "127.0.0.1:8788".parse().unwrap();
+        let req = request(addr, &Hello::new("insecure_t", "id", 18789));
+        assert_eq!(req.uri(), "ws://127.0.0.1:8788/v0/websocket");
+        let h = req.headers();
+        assert_eq!(h["authorization"], "Token insecure_t");
+        assert_eq!(h["sec-websocket-protocol"], "io|0.0.1|id||18789");
+        assert_eq!(
+            h["sec-websocket-extensions"],
+            "permessage-deflate; client_max_window_bits"
+        );
+        assert_eq!(h["host"], "127.0.0.1:8788");
+    }
+}
