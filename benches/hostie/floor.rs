@@ -43,7 +43,7 @@ fn echo_subprotocol(req: &Request, mut res: Response) -> Result<Response, ErrorR
 }
 
 /// Accepts and serves connections until the task is dropped.
-pub async fn serve(listener: TcpListener) {
+pub(crate) async fn serve(listener: TcpListener) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener) {
 }
 
 /// Binds a loopback port for [`serve`].
-pub async fn bind() -> (TcpListener, SocketAddr) {
+pub(crate) async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port for the floor server");
@@ -74,7 +74,7 @@ pub async fn bind() -> (TcpListener, SocketAddr) {
 }
 
 /// The pong-only server on hostie's stack, until the returned server is stopped.
-pub fn serve_actix() -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+pub(crate) fn serve_actix() -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
     async fn ws(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {

@@ -80,44 +80,44 @@ fn parse(buf: &[u8]) -> io::Result<Option<(u16, usize)>> {
     Ok((buf.len() >= head + body).then_some((status, head + body)))
 }
 
-pub struct LoadResult {
-    pub hist: Histogram<u64>,
-    pub requests: u64,
-    pub elapsed: Duration,
+pub(crate) struct LoadResult {
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) requests: u64,
+    pub(crate) elapsed: Duration,
     /// Answers by status class.
-    pub ok: u64,
-    pub not_found: u64,
-    pub other: u64,
+    pub(crate) ok: u64,
+    pub(crate) not_found: u64,
+    pub(crate) other: u64,
     /// Answers slower than `slow` (e.g. a discovery deadline).
-    pub slow: u64,
+    pub(crate) slow: u64,
 }
 
 impl LoadResult {
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
-    pub fn quantile_us(&self, q: f64) -> u64 {
+    pub(crate) fn quantile_us(&self, q: f64) -> u64 {
         self.hist.value_at_quantile(q)
     }
 }
 
-pub struct LoadSpec {
-    pub addr: SocketAddr,
-    pub concurrency: usize,
-    pub duration: Duration,
+pub(crate) struct LoadSpec {
+    pub(crate) addr: SocketAddr,
+    pub(crate) concurrency: usize,
+    pub(crate) duration: Duration,
     /// Request paths, taken round-robin (per connection, starting at its index).
-    pub paths: Arc<Vec<String>>,
-    pub slow: Duration,
+    pub(crate) paths: Arc<Vec<String>>,
+    pub(crate) slow: Duration,
     /// At most this many requests per connection (bounds sweeps over a token list).
-    pub max_per_conn: Option<usize>,
+    pub(crate) max_per_conn: Option<usize>,
 }
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
 }
 
-pub async fn run(spec: LoadSpec) -> LoadResult {
+pub(crate) async fn run(spec: LoadSpec) -> LoadResult {
     let deadline = Instant::now() + spec.duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -178,7 +178,11 @@ pub async fn run(spec: LoadSpec) -> LoadResult {
 }
 
 /// Asks each path once over `concurrency` keep-alive connections; whether each answered 200.
-pub async fn sweep(addr: SocketAddr, paths: Arc<Vec<String>>, concurrency: usize) -> Vec<bool> {
+pub(crate) async fn sweep(
+    addr: SocketAddr,
+    paths: Arc<Vec<String>>,
+    concurrency: usize,
+) -> Vec<bool> {
     let mut tasks = Vec::new();
     for c in 0..concurrency.min(paths.len().max(1)) {
         let paths = paths.clone();

@@ -4,70 +4,68 @@
 //! One machine runs everything: `redis-server`, release builds of hostie as separate
 //! processes, simulated gateways in worker processes (this binary with `--gateway-worker`, so
 //! that no process holds more than ≈10k sockets), and the HTTP load generator. All traffic is
-//! on loopback and every loop is bounded in time and count.
-
-#[path = "../../tests/api/redis_server.rs"]
-#[allow(dead_code)]
-mod redis_server;
+//! on loopback and every loop is bounded in time and count. The simulated gateways,
+//! `redis-server` and node processes come from the test kit the integration tests use too
+//! (`tests/kit`, crate `hostie_testkit`).
 
 mod floor;
-mod gateway;
 mod load;
 mod procs;
 mod report;
 mod scenarios;
 
 use clap::Parser;
+use hostie_testkit::fleet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(about = "hostie benchmark")]
-pub struct Args {
+pub(crate) struct Args {
     /// A few seconds with small counts (run by the test command so the bench cannot rot).
     #[arg(long)]
-    pub smoke: bool,
+    pub(crate) smoke: bool,
     /// Registered tokens for the discovery scenarios.
     #[arg(long, default_value_t = 10_000)]
-    pub tokens: usize,
+    pub(crate) tokens: usize,
     /// Sessions held by one node for the memory, idle CPU and node-kill scenarios.
     #[arg(long, default_value_t = 19_000)]
-    pub idle_sessions: usize,
+    pub(crate) idle_sessions: usize,
     /// Length of each load run.
     #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
+    pub(crate) seconds: u64,
     /// Window of the idle CPU measurement.
     #[arg(long, default_value_t = 30)]
-    pub idle_cpu_seconds: u64,
+    pub(crate) idle_cpu_seconds: u64,
     /// Where the Markdown table is written.
     #[arg(long, default_value = "target/bench-report.md")]
-    pub report: String,
+    pub(crate) report: String,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
-    pub bench: bool,
+    pub(crate) bench: bool,
 
     // Worker mode (internal): hold gateways and report "connected reconnects" lines.
     #[arg(long, hide = true)]
-    pub gateway_worker: bool,
+    pub(crate) gateway_worker: bool,
     #[arg(long, hide = true, value_delimiter = ',')]
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     #[arg(long, hide = true, value_delimiter = ',')]
-    pub reconnect_to: Vec<SocketAddr>,
+    pub(crate) reconnect_to: Vec<SocketAddr>,
     #[arg(long, hide = true, default_value = "bench")]
-    pub prefix: String,
+    pub(crate) prefix: String,
     #[arg(long, hide = true, default_value_t = 0)]
-    pub from: usize,
+    pub(crate) from: usize,
     #[arg(long, hide = true, default_value_t = 0)]
-    pub count: usize,
+    pub(crate) count: usize,
     #[arg(long, hide = true, default_value_t = 10_000)]
-    pub ping_ms: u64,
+    pub(crate) ping_ms: u64,
 
     // Floor server mode (internal): print the address, serve WebSockets until stdin closes.
     #[arg(long, hide = true)]
-    pub ws_floor: bool,
+    pub(crate) ws_floor: bool,
     // The same on hostie's stack (actix-web + actix-ws).
     #[arg(long, hide = true)]
-    pub ws_floor_actix: bool,
+    pub(crate) ws_floor_actix: bool,
 }
 
 fn main() {
@@ -165,8 +163,8 @@ fn worker(args: Args) {
         .expect("a tokio runtime");
     runtime.block_on(async move {
         let stop = tokio_util::sync::CancellationToken::new();
-        let fleet = gateway::start(
-            gateway::FleetSpec {
+        let fleet = fleet::start(
+            fleet::FleetSpec {
                 addrs: args.addrs.clone(),
                 reconnect_to: args.reconnect_to.clone(),
                 prefix: args.prefix.clone(),

@@ -1,7 +1,7 @@
 //! Processes the benchmark runs: release builds of hostie, gateway workers (this same binary in
 //! worker mode), and what `/proc` says about them.
 
-use crate::redis_server::free_port;
+use hostie_testkit::node_process::NodeProcess;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -10,18 +10,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A hostie node process (the release binary cargo built for this bench).
-pub struct Hostie {
-    child: Child,
-    pub http: SocketAddr,
-    pub admin: SocketAddr,
+pub(crate) struct Hostie(NodeProcess);
+
+impl std::ops::Deref for Hostie {
+    type Target = NodeProcess;
+
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
 }
 
 impl Hostie {
-    pub fn spawn(redis_url: &str, prefix: &str, name: &str) -> Self {
-        let (http, admin) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_hostie"))
-            .args(["--listen", &format!("127.0.0.1:{http}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+    /// A node of the cluster on `redis_url` under `prefix`, ready when returned.
+    pub(crate) async fn spawn(redis_url: &str, prefix: &str, name: &str) -> Self {
+        let node = NodeProcess::command(env!("CARGO_BIN_EXE_hostie"))
             .args(["--redis-url", redis_url, "--redis-prefix", prefix])
             .args([
                 "--node-id",
@@ -33,63 +35,27 @@ impl Hostie {
             ])
             .args(["--log-format", "json"])
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
-            .expect("the hostie binary starts");
-        let node = Self {
-            child,
-            http: SocketAddr::from(([127, 0, 0, 1], http)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-        };
-        node.wait_ready();
-        node
+            .await;
+        Self(node)
     }
 
-    fn wait_ready(&self) {
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
-                use std::io::{Read, Write};
-                let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("hostie node did not become ready");
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:")
     }
 
     /// utime + stime, in clock ticks.
-    pub fn cpu_ticks(&self) -> u64 {
+    pub(crate) fn cpu_ticks(&self) -> u64 {
         cpu_ticks(self.pid())
     }
 
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Hostie {
-    fn drop(&mut self) {
-        self.kill9();
+    pub(crate) fn kill9(&mut self) {
+        self.0.kill9();
     }
 }
 
 /// User + system CPU of a process, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -99,20 +65,20 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// A floor WebSocket server (`floor`), in its own process so that its CPU is its own.
-pub struct FloorServer {
+pub(crate) struct FloorServer {
     child: Child,
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 /// Which floor server: the cheapest one, or the same on hostie's stack.
 #[derive(Clone, Copy)]
-pub enum Floor {
+pub(crate) enum Floor {
     Tungstenite,
     Actix,
 }
 
 impl FloorServer {
-    pub fn spawn(kind: Floor) -> Self {
+    pub(crate) fn spawn(kind: Floor) -> Self {
         let exe = std::env::current_exe().expect("the bench knows its own path");
         let mode = match kind {
             Floor::Tungstenite => "--ws-floor",
@@ -133,11 +99,11 @@ impl FloorServer {
         Self { child, addr }
     }
 
-    pub fn cpu_ticks(&self) -> u64 {
+    pub(crate) fn cpu_ticks(&self) -> u64 {
         cpu_ticks(self.child.id())
     }
 
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         proc_status_kib(self.child.id(), "VmRSS:")
     }
 }
@@ -150,7 +116,7 @@ impl Drop for FloorServer {
     }
 }
 
-pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -160,7 +126,7 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// `Slab:` of /proc/meminfo (kernel objects, socket buffers among them), KiB.
-pub fn slab_kib() -> u64 {
+pub(crate) fn slab_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -170,23 +136,23 @@ pub fn slab_kib() -> u64 {
 }
 
 /// Clock ticks per second (USER_HZ); 100 on every Linux this runs on.
-pub const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// A gateway worker process (this binary with `--gateway-worker`), reporting how many of its
 /// sessions are registered.
-pub struct Worker {
+pub(crate) struct Worker {
     child: Child,
-    pub connected: Arc<AtomicUsize>,
-    pub reconnects: Arc<AtomicUsize>,
+    pub(crate) connected: Arc<AtomicUsize>,
+    pub(crate) reconnects: Arc<AtomicUsize>,
 }
 
-pub struct WorkerArgs<'a> {
-    pub addrs: &'a [SocketAddr],
-    pub reconnect_to: &'a [SocketAddr],
-    pub prefix: &'a str,
-    pub from: usize,
-    pub count: usize,
-    pub ping: Duration,
+pub(crate) struct WorkerArgs<'a> {
+    pub(crate) addrs: &'a [SocketAddr],
+    pub(crate) reconnect_to: &'a [SocketAddr],
+    pub(crate) prefix: &'a str,
+    pub(crate) from: usize,
+    pub(crate) count: usize,
+    pub(crate) ping: Duration,
 }
 
 fn join(addrs: &[SocketAddr]) -> String {
@@ -198,7 +164,7 @@ fn join(addrs: &[SocketAddr]) -> String {
 }
 
 impl Worker {
-    pub fn spawn(a: WorkerArgs<'_>) -> Self {
+    pub(crate) fn spawn(a: WorkerArgs<'_>) -> Self {
         let exe = std::env::current_exe().expect("the bench knows its own path");
         let mut cmd = Command::new(exe);
         cmd.arg("--gateway-worker")
@@ -240,7 +206,7 @@ impl Worker {
         }
     }
 
-    pub fn connected(&self) -> usize {
+    pub(crate) fn connected(&self) -> usize {
         self.connected.load(Ordering::SeqCst)
     }
 }
@@ -261,7 +227,11 @@ impl Drop for Worker {
 }
 
 /// Waits until `workers` report `total` sessions; the time it took, or `None` at `limit`.
-pub fn wait_connected(workers: &[&Worker], total: usize, limit: Duration) -> Option<Duration> {
+pub(crate) fn wait_connected(
+    workers: &[&Worker],
+    total: usize,
+    limit: Duration,
+) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < limit {
         if workers.iter().map(|w| w.connected()).sum::<usize>() >= total {

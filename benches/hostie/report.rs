@@ -2,19 +2,19 @@
 
 use crate::load::LoadResult;
 
-pub struct Row {
-    pub scenario: String,
-    pub target: String,
-    pub p50: String,
-    pub p99: String,
-    pub p999: String,
-    pub throughput: String,
-    pub result: String,
+pub(crate) struct Row {
+    pub(crate) scenario: String,
+    pub(crate) target: String,
+    pub(crate) p50: String,
+    pub(crate) p99: String,
+    pub(crate) p999: String,
+    pub(crate) throughput: String,
+    pub(crate) result: String,
     /// `None`: a figure without a target (floors).
-    pub pass: Option<bool>,
+    pub(crate) pass: Option<bool>,
 }
 
-pub fn us(v: u64) -> String {
+pub(crate) fn us(v: u64) -> String {
     if v >= 10_000 {
         format!("{:.1} ms", v as f64 / 1000.0)
     } else {
@@ -23,7 +23,7 @@ pub fn us(v: u64) -> String {
 }
 
 impl Row {
-    pub fn latency(
+    pub(crate) fn latency(
         scenario: &str,
         target: &str,
         r: &LoadResult,
@@ -45,7 +45,7 @@ impl Row {
         }
     }
 
-    pub fn figure(scenario: &str, target: &str, result: String, pass: Option<bool>) -> Self {
+    pub(crate) fn figure(scenario: &str, target: &str, result: String, pass: Option<bool>) -> Self {
         Self {
             scenario: scenario.into(),
             target: target.into(),
@@ -59,7 +59,7 @@ impl Row {
     }
 }
 
-pub fn markdown(rows: &[Row]) -> String {
+pub(crate) fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
         "| scenario | target | p50 | p99 | p99.9 | throughput | measured | verdict |\n|---|---|---|---|---|---|---|---|\n",
     );

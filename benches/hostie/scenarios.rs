@@ -1,12 +1,12 @@
 //! The scenarios of the benchmark, in order, each a row of the report.
 
 use crate::Args;
-use crate::gateway::token;
 use crate::load::{self, LoadSpec};
 use crate::procs::{self, Hostie, TICKS_PER_SEC, Worker, WorkerArgs};
-use crate::redis_server::RedisServer;
 use crate::report::{Row, us};
 use hdrhistogram::Histogram;
+use hostie_testkit::fleet::token;
+use hostie_testkit::redis_server::RedisServer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,14 +90,14 @@ fn connected(workers: &[Worker], total: usize, limit: Duration) -> Option<Durati
 
 /// The rows, and every wrong answer seen (a wrong answer fails even a smoke run; a missed
 /// target is only reported).
-pub async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
+pub(crate) async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
     let mut wrong = Vec::new();
     let redis = RedisServer::start();
     let url = redis.url();
     let (a, b) = (
-        Hostie::spawn(&url, "bench", "a"),
-        Hostie::spawn(&url, "bench", "b"),
+        Hostie::spawn(&url, "bench", "a").await,
+        Hostie::spawn(&url, "bench", "b").await,
     );
     eprintln!(
         "bench: redis on {}, nodes a={} b={}",
@@ -295,7 +295,7 @@ pub async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     let (floor_cpu, stack_cpu) = (floors[0], floors[1]);
 
     // Idle sessions held by one node: memory, idle CPU, then the node is killed.
-    let mut d = Hostie::spawn(&url, "bench", "d");
+    let mut d = Hostie::spawn(&url, "bench", "d").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss0, slab0) = (d.rss_kib(), procs::slab_kib());
     let workers = fleet(&[d.http], &[a.http, b.http], "idle", n);

@@ -109,7 +109,7 @@ impl Label for RedisOp {
 }
 
 /// The label of how one `getHostieGrpcPort` request ended.
-pub fn rpc(outcome: RpcOutcome) -> &'static str {
+pub(super) fn rpc(outcome: RpcOutcome) -> &'static str {
     match outcome {
         RpcOutcome::Port(_) => "ok",
         RpcOutcome::Failed => "error",
@@ -118,10 +118,10 @@ pub fn rpc(outcome: RpcOutcome) -> &'static str {
 }
 
 /// Every value of [`rpc`].
-pub const RPC_ALL: [&str; 3] = ["ok", "error", "timeout"];
+pub(super) const RPC_ALL: [&str; 3] = ["ok", "error", "timeout"];
 
 /// The label of how one cross-node port request ended, as seen by the asker.
-pub fn bus(result: &Result<PortAnswer, PortError>) -> &'static str {
+pub(super) fn bus(result: &Result<PortAnswer, PortError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(PortError::SessionGone) => "session_gone",
@@ -132,4 +132,4 @@ pub fn bus(result: &Result<PortAnswer, PortError>) -> &'static str {
 }
 
 /// Every value of [`bus`].
-pub const BUS_ALL: [&str; 5] = ["ok", "session_gone", "no_subscriber", "timeout", "error"];
+pub(super) const BUS_ALL: [&str; 5] = ["ok", "session_gone", "no_subscriber", "timeout", "error"];

@@ -4,7 +4,6 @@
 //! reached on purpose.
 
 use crate::helpers::{init, prefix};
-use crate::redis_server::RedisServer;
 use async_trait::async_trait;
 use hostie::bus::{Bus, MemoryTransport, PortResponder, RedisTransport, Transport};
 use hostie::memory_broker::MemoryBroker;
@@ -13,6 +12,7 @@ use hostie::model::{NodeId, PortAnswer, PortError, PortSource, SessionId, Sessio
 use hostie::protocol::{PeerHint, TokenHash};
 use hostie::redis_common::{Keys, RedisConns, conns::redis_pool};
 use hostie::registry::{MemoryRegistry, RedisRegistry, Registry};
+use hostie_testkit::redis_server::RedisServer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Cluster mode: routing across real nodes on one real `redis-server`.
 
 use crate::helpers::*;
-use crate::redis_server::RedisServer;
+use hostie_testkit::redis_server::RedisServer;
 use std::time::{Duration, Instant};
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! flushed or paused. Real nodes (in-process and as processes) on a real `redis-server`.
 
 use crate::helpers::*;
-use crate::redis_server::RedisServer;
+use hostie_testkit::redis_server::RedisServer;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -10,7 +10,7 @@ async fn sigkilled_node_is_failed_over_and_its_gateways_come_back_elsewhere() {
     let redis = RedisServer::start();
     let pfx = prefix();
     let url = redis.url();
-    let victim = ProcessNode::spawn(&[
+    let victim = spawn_process(&[
         "--redis-url",
         &url,
         "--redis-prefix",
@@ -42,7 +42,7 @@ async fn sigkilled_node_is_failed_over_and_its_gateways_come_back_elsewhere() {
     }
 
     let killed_at = Instant::now();
-    victim.signal("-KILL");
+    victim.signal(Signal::Kill);
     for gw in &on_victim {
         assert!(gw.closed_within(Duration::from_secs(2)).await.is_some());
     }
@@ -93,7 +93,7 @@ async fn sigterm_drains_a_cluster_node_without_waiting_for_its_ttl() {
     let redis = RedisServer::start();
     let pfx = prefix();
     let url = redis.url();
-    let mut leaving = ProcessNode::spawn(&[
+    let mut leaving = spawn_process(&[
         "--redis-url",
         &url,
         "--redis-prefix",
@@ -118,7 +118,7 @@ async fn sigterm_drains_a_cluster_node_without_waiting_for_its_ttl() {
         assert_eq!(staying.discover(t).await.0, 200);
     }
     let signalled = Instant::now();
-    leaving.signal("-TERM");
+    leaving.signal(Signal::Term);
     assert!(
         eventually(Duration::from_secs(1), || leaving.readyz_status_is(503)).await,
         "/readyz is 503 within 1 s"

@@ -1,6 +1,7 @@
 //! Test harness: nodes started through `startup` on port 0 (alone, or as a cluster on one
-//! Redis), and small utilities. Gateways are in `gateway.rs`, process nodes in `process.rs`;
-//! both are re-exported here so that tests need one `use crate::helpers::*`.
+//! Redis), and small utilities. Simulated gateways, node processes and `redis-server` come
+//! from the shared test kit (`hostie_testkit`, also used by the benchmark) and are
+//! re-exported here so that tests need one `use crate::helpers::*`.
 
 use hostie::config::Config;
 use hostie::node::Node;
@@ -12,11 +13,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use crate::gateway::{Behavior, Gateway, GatewayOptions};
-pub use crate::process::{ProcessNode, discover_at};
-pub use crate::redis_server::free_port;
+pub(crate) use hostie_testkit::gateway::{Behavior, Gateway, GatewayOptions};
+pub(crate) use hostie_testkit::node_process::{NodeProcess, Signal};
+use hostie_testkit::redis_server::RedisServer;
 
-pub fn init() {
+pub(crate) fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // One crypto provider for every rustls user in the test process (reqwest, tokio-rustls).
@@ -28,7 +29,7 @@ pub fn init() {
 }
 
 /// Test defaults: loopback port 0, short timers, no rate limit.
-pub fn test_config() -> Config {
+pub(crate) fn test_config() -> Config {
     let mut c = Config::for_tests();
     c.discovery_deadline = Duration::from_millis(1000);
     c.drain_spread = Duration::from_millis(100);
@@ -37,18 +38,18 @@ pub fn test_config() -> Config {
     c
 }
 
-pub struct TestNode {
-    pub http: SocketAddr,
-    pub admin: SocketAddr,
-    pub tls: Option<SocketAddr>,
-    pub node: Arc<Node>,
-    pub client: reqwest::Client,
+pub(crate) struct TestNode {
+    pub(crate) http: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) tls: Option<SocketAddr>,
+    pub(crate) node: Arc<Node>,
+    pub(crate) client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 /// A node built from `config` exactly as `main` builds it (Redis when `redis_url` is set).
-pub async fn spawn_node(config: Config) -> TestNode {
+pub(crate) async fn spawn_node(config: Config) -> TestNode {
     init();
     let app = Application::build(&config)
         .await
@@ -57,7 +58,7 @@ pub async fn spawn_node(config: Config) -> TestNode {
 }
 
 /// Several nodes given clones of one `Backends` form an in-process cluster.
-pub async fn spawn_node_on(config: Config, backends: Backends) -> TestNode {
+pub(crate) async fn spawn_node_on(config: Config, backends: Backends) -> TestNode {
     init();
     let app = Application::build_with(&config, backends)
         .await
@@ -88,12 +89,12 @@ fn start(app: Application) -> TestNode {
 }
 
 impl TestNode {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
 
     /// `GET /v0/hosties/{segment}`; the segment is sent as given (already percent-encoded).
-    pub async fn discover(&self, segment: &str) -> (u16, Value) {
+    pub(crate) async fn discover(&self, segment: &str) -> (u16, Value) {
         let res = self
             .client
             .get(self.url(&format!("/v0/hosties/{segment}")))
@@ -105,7 +106,7 @@ impl TestNode {
         (status, body)
     }
 
-    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn admin_get(&self, path: &str) -> (u16, String) {
         let res = self
             .client
             .get(format!("http://{}{}", self.admin, path))
@@ -116,7 +117,7 @@ impl TestNode {
     }
 
     /// The value of one sample line of `/metrics`, e.g. `hostie_discoveries_total{outcome="hit"}`.
-    pub async fn metric(&self, series: &str) -> f64 {
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
         let (_, text) = self.admin_get("/metrics").await;
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
@@ -127,14 +128,14 @@ impl TestNode {
     }
 
     /// Sends the shutdown trigger (drain starts) without waiting.
-    pub fn trigger_shutdown(&mut self) {
+    pub(crate) fn trigger_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
     }
 
     /// Triggers shutdown and waits for the node to finish draining and stop.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.trigger_shutdown();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task)
@@ -153,7 +154,7 @@ impl Drop for TestNode {
 }
 
 /// Polls `check` every 10 ms until it is true or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -172,7 +173,7 @@ where
 
 /// A node configuration in cluster mode on `redis`, with a test's own key prefix and short
 /// liveness timers.
-pub fn cluster_config(redis: &crate::redis_server::RedisServer, prefix: &str) -> Config {
+pub(crate) fn cluster_config(redis: &RedisServer, prefix: &str) -> Config {
     let mut c = test_config();
     c.redis_url = Some(redis.url());
     c.redis_prefix = prefix.to_owned();
@@ -182,11 +183,7 @@ pub fn cluster_config(redis: &crate::redis_server::RedisServer, prefix: &str) ->
 }
 
 /// `n` nodes on one Redis, sharing `prefix`.
-pub async fn spawn_cluster(
-    n: usize,
-    redis: &crate::redis_server::RedisServer,
-    prefix: &str,
-) -> Vec<TestNode> {
+pub(crate) async fn spawn_cluster(n: usize, redis: &RedisServer, prefix: &str) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for _ in 0..n {
         nodes.push(spawn_node(cluster_config(redis, prefix)).await);
@@ -195,11 +192,34 @@ pub async fn spawn_cluster(
 }
 
 /// A key prefix no other test uses.
-pub fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// A unique token per test, so that tests never see each other's registrations.
-pub fn token(tag: &str) -> String {
+pub(crate) fn token(tag: &str) -> String {
     format!("insecure_{tag}_{}", uuid::Uuid::new_v4())
+}
+
+/// The real `hostie` binary as a child process (for SIGKILL, SIGTERM, exit codes and logs),
+/// with JSON logs kept and one worker, ready when returned.
+pub(crate) async fn spawn_process(args: &[&str]) -> NodeProcess {
+    init();
+    NodeProcess::command(env!("CARGO_BIN_EXE_hostie"))
+        .args(["--log-format", "json", "--workers", "1"])
+        .args(args)
+        .capture_logs()
+        .spawn()
+        .await
+}
+
+/// `GET /v0/hosties/{token}` on any address; status, body and how long it took.
+pub(crate) async fn discover_at(addr: SocketAddr, token: &str) -> (u16, Value, Duration) {
+    let started = std::time::Instant::now();
+    let res = reqwest::get(format!("http://{addr}/v0/hosties/{token}"))
+        .await
+        .expect("discovery request reaches the node");
+    let status = res.status().as_u16();
+    let body = res.json().await.unwrap_or(Value::Null);
+    (status, body, started.elapsed())
 }

@@ -173,11 +173,11 @@ fn unreadable_tls_files_stop_the_binary_naming_the_flag() {
 
 #[tokio::test]
 async fn sigterm_drains_the_real_process() {
-    let mut node = ProcessNode::spawn(&["--drain-spread", "100ms", "--drain-grace", "3s"]).await;
+    let mut node = spawn_process(&["--drain-spread", "100ms", "--drain-grace", "3s"]).await;
     let gw = Gateway::connect(node.http, GatewayOptions::new(&token("proc"), 1))
         .await
         .unwrap();
-    node.signal("-TERM");
+    node.signal(Signal::Term);
     assert_eq!(
         gw.closed_within(Duration::from_secs(3)).await,
         Some(Some(1001))

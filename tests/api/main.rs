@@ -1,9 +1,8 @@
-//! Integration tests: real nodes on port 0, real WebSocket and HTTP clients on loopback.
+//! Integration tests: real nodes on port 0, real WebSocket and HTTP clients on loopback. The
+//! simulated gateways, `redis-server` and node processes come from the shared test kit
+//! (`tests/kit`, crate `hostie_testkit`), which the benchmark uses too.
 
-mod gateway;
 mod helpers;
-mod process;
-mod redis_server;
 
 mod bus_contract;
 mod cluster;

@@ -2,7 +2,7 @@
 //! docs/redis.md, "Round trips per operation" (both read from `MONITOR`).
 
 use crate::helpers::*;
-use crate::redis_server::RedisServer;
+use hostie_testkit::redis_server::RedisServer;
 use std::time::Duration;
 
 #[tokio::test]

@@ -2,13 +2,13 @@
 //! operations compared with a plain model, plus liveness (heartbeat, sweep) on Redis.
 
 use crate::helpers::init;
-use crate::redis_server::RedisServer;
 use hostie::memory_broker::MemoryBroker;
 use hostie::metrics::Metrics;
 use hostie::model::{NodeId, SessionId, SessionRecord, newest_first};
 use hostie::protocol::{PeerHint, TokenHash};
 use hostie::redis_common::{Keys, RedisConns, conns::redis_pool};
 use hostie::registry::{Admission, MemoryRegistry, RedisRegistry, Registry};
+use hostie_testkit::redis_server::RedisServer;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,14 +4,14 @@ use crate::helpers::*;
 use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 
-pub struct TestCert {
-    pub dir: tempfile::TempDir,
-    pub cert_pem: String,
+pub(crate) struct TestCert {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) cert_pem: String,
 }
 
 impl TestCert {
     /// A self-signed certificate for `IP:127.0.0.1` (what wechaty-token connects to in e2e).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
             .expect("rcgen makes a certificate");
         let dir = tempfile::tempdir().unwrap();
@@ -21,21 +21,21 @@ impl TestCert {
         Self { dir, cert_pem }
     }
 
-    pub fn cert_path(&self) -> std::path::PathBuf {
+    pub(crate) fn cert_path(&self) -> std::path::PathBuf {
         self.dir.path().join("cert.pem")
     }
 
-    pub fn key_path(&self) -> std::path::PathBuf {
+    pub(crate) fn key_path(&self) -> std::path::PathBuf {
         self.dir.path().join("key.pem")
     }
 
-    pub fn configure(&self, config: &mut hostie::config::Config) {
+    pub(crate) fn configure(&self, config: &mut hostie::config::Config) {
         config.tls_cert = Some(self.cert_path());
         config.tls_key = Some(self.key_path());
     }
 }
 
-pub async fn spawn_tls_node(cert: &TestCert) -> TestNode {
+pub(crate) async fn spawn_tls_node(cert: &TestCert) -> TestNode {
     let mut config = test_config();
     cert.configure(&mut config);
     spawn_node(config).await

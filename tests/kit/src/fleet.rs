@@ -1,7 +1,8 @@
-//! Simulated gateways: WebSocket clients that register like wechaty's `Io` (the captured
-//! handshake), answer `getHostieGrpcPort` with their port, ping every `ping` like the real
-//! client, and on a close reconnect with the real client's backoff (1, 3, 9, … ms) to the next
-//! address, as a load balancer would send them.
+//! Fleets of simulated gateways for the benchmark: WebSocket clients that register like
+//! wechaty's `Io` ([`crate::io_client`]: the captured handshake), answer `getHostieGrpcPort`
+//! with their port, ping every `ping` like the real client, and on a close reconnect with the
+//! real client's backoff (1, 3, 9, … ms) to the next address, as a load balancer would send
+//! them. Lean: one task and small buffers per connection, thousands in one process.
 //!
 //! The real client pings from a `setInterval` started with its process, not with its
 //! connection: gateways that register in the same second still ping at unrelated moments, and a
@@ -9,23 +10,25 @@
 //! life, its phases spread evenly over the period (registering the whole fleet within a second
 //! and starting every timer then would make all of them ping within that second, every period).
 
+use crate::io_client::{self, Hello, IoEvent};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, http::Request};
+use tokio_util::sync::CancellationToken;
 
 /// The token of gateway `i`.
 pub fn token(prefix: &str, i: usize) -> String {
     format!("{prefix}_{i:06}")
 }
 
+/// What a running fleet reports.
 pub struct Fleet {
     /// Sessions currently registered.
     pub connected: Arc<AtomicUsize>,
@@ -33,7 +36,7 @@ pub struct Fleet {
     pub reconnects: Arc<AtomicUsize>,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct FleetSpec {
     /// Where gateway `i` registers first: `addrs[i % len]`.
     pub addrs: Vec<SocketAddr>,
@@ -57,57 +60,36 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// One registration; `Err` when refused or unreachable.
-async fn connect(
-    addr: SocketAddr,
-    token: &str,
-    port: u16,
-) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, String> {
+async fn connect(addr: SocketAddr, hello: &Hello) -> Result<WebSocketStream<TcpStream>, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let req = Request::builder()
-        .uri(format!("ws://{addr}/v0/websocket"))
-        .header("Authorization", format!("Token {token}"))
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", generate_key())
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Protocol", format!("io|0.0.1|bench||{port}"))
-        .header("Host", addr.to_string())
-        .body(())
-        .map_err(|e| e.to_string())?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config()))
+    let (ws, _) = io_client::handshake(tcp, addr, hello, Some(ws_config()))
         .await
         .map_err(|e| e.to_string())?;
     Ok(ws)
 }
 
 /// Serves one registered session until the server closes it.
-async fn serve(
-    mut ws: tokio_tungstenite::WebSocketStream<TcpStream>,
-    port: u16,
-    tick: &mut tokio::time::Interval,
-) {
-    let sys = json!({"name":"sys","payload":"Wechaty version 1.20.2 with CUID: bench"}).to_string();
-    if ws.send(Message::text(sys)).await.is_err() {
+async fn serve(mut ws: WebSocketStream<TcpStream>, port: u16, tick: &mut tokio::time::Interval) {
+    if ws.send(io_client::sys("bench")).await.is_err() {
         return;
     }
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
-                    if v["name"] == "jsonrpc" && v["payload"]["method"] == "getHostieGrpcPort" {
-                        let reply = json!({"name":"jsonrpc","payload":{"id":v["payload"]["id"],"jsonrpc":"2.0","result":port}});
-                        if ws.send(Message::text(reply.to_string())).await.is_err() {
-                            return;
-                        }
+                    let Ok(event) = IoEvent::parse(&text) else { continue };
+                    if let Some(id) = event.port_request()
+                        && ws.send(io_client::port(id, port)).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
             _ = tick.tick() => {
-                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if ws.send(io_client::ping()).await.is_err() {
                     return;
                 }
             }
@@ -121,7 +103,7 @@ fn backoff(attempt: usize) -> Duration {
 }
 
 /// Starts the fleet; every gateway keeps itself registered (bounded by `stop`).
-pub fn start(spec: FleetSpec, stop: tokio_util::sync::CancellationToken) -> Fleet {
+pub fn start(spec: FleetSpec, stop: CancellationToken) -> Fleet {
     let connected = Arc::new(AtomicUsize::new(0));
     let reconnects = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(spec.parallel));
@@ -129,7 +111,7 @@ pub fn start(spec: FleetSpec, stop: tokio_util::sync::CancellationToken) -> Flee
         let (spec, stop) = (spec.clone(), stop.clone());
         let (connected, reconnects, gate) = (connected.clone(), reconnects.clone(), gate.clone());
         tokio::spawn(async move {
-            let token = token(&spec.prefix, i);
+            let hello = Hello::new(&token(&spec.prefix, i), "bench", spec.port);
             let phase = spec
                 .ping
                 .mul_f64((i - spec.from) as f64 / spec.count as f64);
@@ -149,7 +131,7 @@ pub fn start(spec: FleetSpec, stop: tokio_util::sync::CancellationToken) -> Flee
                 };
                 tries += 1;
                 let permit = gate.acquire().await.expect("the semaphore is never closed");
-                let result = connect(target, &token, spec.port).await;
+                let result = connect(target, &hello).await;
                 drop(permit);
                 match result {
                     Ok(ws) => {

@@ -1,27 +1,21 @@
-//! A real `redis-server` per test, on a free loopback port, killed when dropped. Never mocked;
-//! a machine without it fails the test saying how to install it.
+//! A real `redis-server` per test (or benchmark run), on a free loopback port, killed when
+//! dropped. Never mocked; a machine without it fails loudly saying how to install it, never
+//! skips.
 
-use std::net::TcpListener;
+use crate::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running `redis-server`, empty, persisting nothing.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
 }
 
-/// A port nobody listens on right now (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn require(binary: &str) {
+/// Panics, saying how to install Redis, when `binary` is not on `PATH`.
+pub fn require(binary: &str) {
     let found = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(binary).is_file()));
     assert!(
@@ -32,6 +26,7 @@ fn require(binary: &str) {
 }
 
 impl RedisServer {
+    /// Starts a server on a free loopback port; ready (it answered `PING`) when returned.
     pub fn start() -> Self {
         require("redis-server");
         let dir = tempfile::tempdir().unwrap();
@@ -45,6 +40,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        require("redis-cli");
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])

@@ -1,8 +1,11 @@
-//! A simulated gateway that speaks exactly like the real wechaty `Io` client (the captured
-//! handshake of protocol.md §2.1), with a configurable answer to `getHostieGrpcPort`.
+//! One simulated gateway for the tests: the real wechaty `Io` client's handshake and framing
+//! ([`crate::io_client`]), a configurable answer to `getHostieGrpcPort` ([`Behavior`]),
+//! optional pings, frames sent by hand, closes with or without a code, and a record of what
+//! the registry sent and how it ended the connection.
 
+use crate::io_client::{self, HandshakeError, Hello, IoEvent};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,10 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
+
+pub use crate::io_client::Refused;
 
 /// How a simulated gateway answers `getHostieGrpcPort`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,35 +39,33 @@ pub enum Behavior {
     UnknownIdThen(u16),
 }
 
+/// What one simulated gateway sends and how it behaves.
+#[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    pub token: Option<String>,
-    pub subprotocol: Option<String>,
-    pub path: String,
+    pub hello: Hello,
     pub behavior: Behavior,
     pub ping_every: Option<Duration>,
-    pub extra_headers: Vec<(String, String)>,
 }
 
 impl GatewayOptions {
     /// A current wechaty `Io` client with service port `port`.
     pub fn new(token: &str, port: u16) -> Self {
         Self {
-            token: Some(token.to_owned()),
-            subprotocol: Some(format!("io|0.0.1|fake-wechaty-id||{port}")),
-            path: "/v0/websocket".into(),
+            hello: Hello::new(token, "fake-wechaty-id", port),
             behavior: Behavior::Port(port),
             ping_every: None,
-            extra_headers: Vec::new(),
         }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.extra_headers.push((name.to_owned(), value.to_owned()));
+        self.hello
+            .extra_headers
+            .push((name.to_owned(), value.to_owned()));
         self
     }
 
     pub fn subprotocol(mut self, s: &str) -> Self {
-        self.subprotocol = Some(s.to_owned());
+        self.hello.subprotocol = Some(s.to_owned());
         self
     }
 
@@ -73,12 +75,12 @@ impl GatewayOptions {
     }
 
     pub fn path(mut self, p: &str) -> Self {
-        self.path = p.to_owned();
+        p.clone_into(&mut self.hello.path);
         self
     }
 
     pub fn no_token(mut self) -> Self {
-        self.token = None;
+        self.hello.token = None;
         self
     }
 
@@ -88,13 +90,7 @@ impl GatewayOptions {
     }
 }
 
-/// A refused upgrade: status and body.
-#[derive(Debug)]
-pub struct Refused {
-    pub status: u16,
-    pub body: String,
-}
-
+/// A connected simulated gateway; its tasks end when it is dropped.
 pub struct Gateway {
     /// `getHostieGrpcPort` requests received.
     pub requests: Arc<AtomicUsize>,
@@ -109,11 +105,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Connects over TCP to `addr` and registers; `Err` when the upgrade is refused.
     pub async fn connect(addr: SocketAddr, opts: GatewayOptions) -> Result<Gateway, Refused> {
         let tcp = TcpStream::connect(addr).await.expect("tcp connect to node");
         Self::connect_over(tcp, addr, opts).await
     }
 
+    /// Registers over an already connected `stream` (TLS, for one) to `addr`.
     pub async fn connect_over<S>(
         stream: S,
         addr: SocketAddr,
@@ -122,46 +120,12 @@ impl Gateway {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // The captured upgrade request of wechaty@1.20.2, header for header.
-        let mut req = tungstenite::http::Request::builder()
-            .method("GET")
-            .uri(format!("ws://{addr}{}", opts.path));
-        if let Some(token) = &opts.token {
-            req = req.header("Authorization", format!("Token {token}"));
-        }
-        req = req
-            .header("Sec-WebSocket-Version", "13")
-            .header("Sec-WebSocket-Key", generate_key())
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header(
-                "Sec-WebSocket-Extensions",
-                "permessage-deflate; client_max_window_bits",
-            );
-        if let Some(sub) = &opts.subprotocol {
-            req = req.header("Sec-WebSocket-Protocol", sub);
-        }
-        for (k, v) in &opts.extra_headers {
-            req = req.header(k, v);
-        }
-        let req = req
-            .header("Host", addr.to_string())
-            .body(())
-            .expect("a valid request");
-        let (ws, response) = match tokio_tungstenite::client_async(req, stream).await {
+        let (ws, response) = match io_client::handshake(stream, addr, &opts.hello, None).await {
             Ok(ok) => ok,
-            Err(tungstenite::Error::Http(res)) => {
-                let status = res.status().as_u16();
-                let body =
-                    String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned();
-                return Err(Refused { status, body });
-            }
-            Err(e) => panic!("websocket handshake failed: {e}"),
+            Err(HandshakeError::Refused(refused)) => return Err(refused),
+            Err(e) => panic!("{e}"),
         };
-        let echoed = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().expect("ascii").to_owned());
+        let echoed = io_client::echoed(&response);
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (closed_tx, closed) = watch::channel(None);
@@ -169,9 +133,7 @@ impl Gateway {
         let names = Arc::new(Mutex::new(Vec::new()));
 
         // Like the real client: a `sys` frame first on every connect.
-        let _ = out.send(Message::text(
-            json!({"name":"sys","payload":"Wechaty version 1.20.2 with CUID: test"}).to_string(),
-        ));
+        let _ = out.send(io_client::sys("test"));
         let writer = tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
                 if sink.send(msg).await.is_err() {
@@ -187,12 +149,11 @@ impl Gateway {
             while let Some(Ok(msg)) = stream.next().await {
                 match msg {
                     Message::Text(text) => {
-                        let v: Value = serde_json::from_str(&text).expect("registry sends JSON");
-                        let name = v["name"].as_str().unwrap_or_default().to_owned();
-                        seen.lock().unwrap().push(name.clone());
-                        if name == "jsonrpc" && v["payload"]["method"] == "getHostieGrpcPort" {
+                        let event = IoEvent::parse(&text).expect("registry sends JSON");
+                        seen.lock().unwrap().push(event.name().to_owned());
+                        if let Some(id) = event.port_request() {
                             req_count.fetch_add(1, Ordering::SeqCst);
-                            answer(&reply_out, behavior, v["payload"]["id"].clone());
+                            answer(&reply_out, behavior, id.clone());
                         }
                     }
                     Message::Binary(_) => panic!("the registry must never send binary frames"),
@@ -212,7 +173,7 @@ impl Gateway {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    if ping_out.send(Message::Ping(Vec::new().into())).is_err() {
+                    if ping_out.send(io_client::ping()).is_err() {
                         break;
                     }
                 }
@@ -276,35 +237,31 @@ impl Drop for Gateway {
 }
 
 fn answer(out: &mpsc::UnboundedSender<Message>, behavior: Behavior, id: Value) {
-    let reply =
-        |payload: Value| Message::text(json!({"name":"jsonrpc","payload":payload}).to_string());
     match behavior {
         Behavior::Port(p) => {
-            let _ = out.send(reply(json!({"id":id,"jsonrpc":"2.0","result":p})));
+            let _ = out.send(io_client::port(&id, p));
         }
         Behavior::PortAfter(p, delay) => {
             let out = out.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = out.send(reply(json!({"id":id,"jsonrpc":"2.0","result":p})));
+                let _ = out.send(io_client::port(&id, p));
             });
         }
         Behavior::PortStringId(p) => {
             let id = id.as_i64().expect("registry ids are integers").to_string();
-            let _ = out.send(reply(json!({"id":id,"jsonrpc":"2.0","result":p})));
+            let _ = out.send(io_client::port(&id.into(), p));
         }
         Behavior::Null => {
-            let _ = out.send(reply(json!({"id":id,"jsonrpc":"2.0","result":null})));
+            let _ = out.send(io_client::result(&id, Value::Null));
         }
         Behavior::ErrorObject => {
-            let _ = out.send(reply(json!({
-                "error":{"code":-32601,"message":"Method not found"},"id":id,"jsonrpc":"2.0"
-            })));
+            let _ = out.send(io_client::error(&id, -32601, "Method not found"));
         }
         Behavior::Silent => {}
         Behavior::UnknownIdThen(p) => {
-            let _ = out.send(reply(json!({"id":424242,"jsonrpc":"2.0","result":1})));
-            let _ = out.send(reply(json!({"id":id,"jsonrpc":"2.0","result":p})));
+            let _ = out.send(io_client::result(&424_242.into(), 1.into()));
+            let _ = out.send(io_client::port(&id, p));
         }
     }
 }
