@@ -1,0 +1,290 @@
+//! The discovery path below the full stack: real hub, bus, registry and remote cache on the
+//! in-memory backends, gateways replaced by tasks that answer the hub's port requests, and
+//! paused time, so that every share of the deadline is exact and the tests take no real time.
+
+use super::*;
+use crate::bus::{Bus, MemoryTransport};
+use crate::hub::{Hub, SessionCmd};
+use crate::memory_broker::MemoryBroker;
+use crate::metrics::{Label, Metrics};
+use crate::model::{NodeId, RpcOutcome, SessionId};
+use crate::node::remote_cache::RemoteCache;
+use crate::node::{Node, NodeSettings};
+use crate::protocol::{PeerHint, Token};
+use crate::registry::MemoryRegistry;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+const DEADLINE: Duration = Duration::from_secs(3);
+const FALLBACK_PORT: u16 = 8788;
+
+/// How a simulated gateway answers `getHostieGrpcPort`.
+#[derive(Debug, Clone, Copy)]
+enum Gateway {
+    Port(u16),
+    Failed,
+    /// Never answers (and never closes).
+    Silent,
+}
+
+/// Nodes sharing one in-memory registry and broker: an in-process cluster.
+struct Cluster {
+    registry: Arc<MemoryRegistry>,
+    broker: Arc<MemoryBroker>,
+    clock_us: std::sync::atomic::AtomicU64,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let broker = MemoryBroker::new();
+        Self {
+            registry: Arc::new(MemoryRegistry::new(broker.clone())),
+            broker,
+            clock_us: 1.into(),
+        }
+    }
+
+    fn node(&self, id: &str) -> Arc<Node> {
+        let id = NodeId(id.into());
+        let metrics = Arc::new(Metrics::new("test"));
+        let transport = MemoryTransport::new(self.broker.clone(), id.clone());
+        let bus = Bus::start(id.clone(), Arc::new(transport), metrics.clone());
+        let settings = NodeSettings {
+            id,
+            discovery_deadline: DEADLINE,
+            max_sessions_per_token: 10,
+            drain_spread: Duration::from_secs(1),
+            drain_grace: Duration::from_secs(1),
+        };
+        let hub = Arc::new(Hub::new(100, FALLBACK_PORT, metrics.clone()));
+        let remote = RemoteCache::new(Duration::from_secs(10), 100);
+        Node::new(settings, hub, self.registry.clone(), bus, remote, metrics)
+    }
+
+    /// Registers a session of `token` on `node`, newer than every earlier one, whose client
+    /// answers like `gateway`; its subprotocol port is `hint`.
+    async fn gateway(
+        &self,
+        node: &Node,
+        token: &TokenHash,
+        hint: u16,
+        gateway: Gateway,
+    ) -> SessionRecord {
+        let at = self
+            .clock_us
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let record = SessionRecord {
+            session: SessionId::new(),
+            node: node.id().clone(),
+            token: *token,
+            registered_at_us: at,
+            host: format!("10.0.0.{hint}"),
+            port_hint: Some(hint),
+            peer: PeerHint::Ask,
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        node.register(Arc::new(record.clone()), true, tx)
+            .await
+            .expect("admitted");
+        tokio::spawn(async move {
+            let mut unanswered = Vec::new();
+            while let Some(cmd) = rx.recv().await {
+                let SessionCmd::AskPort(waiter) = cmd else {
+                    continue;
+                };
+                match gateway {
+                    Gateway::Port(p) => drop(waiter.send(RpcOutcome::Port(p))),
+                    Gateway::Failed => drop(waiter.send(RpcOutcome::Failed)),
+                    Gateway::Silent => unanswered.push(waiter),
+                }
+            }
+        });
+        record
+    }
+}
+
+fn token(name: &str) -> TokenHash {
+    Token::new(name).expect("a non-empty token").hash()
+}
+
+fn lookups(node: &Node, source: LookupSource) -> u64 {
+    node.metrics()
+        .lookups
+        .with_label_values(&[source.label()])
+        .get()
+}
+
+/// Discovers `token` from `node`; the result and how long it took.
+async fn timed(node: &Node, token: &TokenHash) -> (Result<Discovered, DiscoveryError>, Duration) {
+    let started = Instant::now();
+    let result = node.discover(token).await;
+    (result, started.elapsed())
+}
+
+fn port(result: &Result<Discovered, DiscoveryError>) -> Option<(u16, DiscoveryOutcome)> {
+    result.as_ref().ok().map(|d| (d.answer.port, d.outcome))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_newest_session_is_asked_first() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let t = token("newest");
+    cluster.gateway(&a, &t, 1, Gateway::Port(1001)).await;
+    let newest = cluster.gateway(&a, &t, 2, Gateway::Port(1002)).await;
+    for node in [&a, &b] {
+        let (result, took) = timed(node, &t).await;
+        assert_eq!(port(&result), Some((1002, DiscoveryOutcome::Hit)));
+        assert_eq!(result.unwrap().answer.host, newest.host);
+        assert_eq!(took, Duration::ZERO, "answered without waiting");
+    }
+    // The owner holds every session of the token: no registry lookup.
+    assert_eq!(lookups(&a, LookupSource::Hub), 1);
+    assert_eq!(lookups(&a, LookupSource::Registry), 0);
+    assert_eq!(lookups(&b, LookupSource::Registry), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_newest_session_gets_its_share_then_the_next_answers() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let t = token("silent-newest");
+    cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
+    cluster.gateway(&b, &t, 2, Gateway::Silent).await;
+    let (result, took) = timed(&a, &t).await;
+    assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
+    // The deadline less the answering margin (1/20), split evenly between two candidates;
+    // the owner answers the silent one's fallback at 9/10 of that share, so that its answer
+    // arrives in time (the bus carries it in whole milliseconds), and the older session is
+    // asked next.
+    let share = (DEADLINE - DEADLINE / 20) / 2;
+    let owner_wait = (share - share / 10).as_millis() as u64;
+    assert_eq!(took, Duration::from_millis(owner_wait));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_port_is_kept_while_older_sessions_get_their_chance() {
+    let cluster = Cluster::new();
+    let a = cluster.node("a");
+    let t = token("fallback");
+    cluster.gateway(&a, &t, 1, Gateway::Silent).await;
+    cluster.gateway(&a, &t, 2, Gateway::Failed).await;
+    let (result, took) = timed(&a, &t).await;
+    // The newest failed at once: its subprotocol port is kept, the older silent one gets
+    // all the time left, and does no better.
+    assert_eq!(port(&result), Some((2, DiscoveryOutcome::Fallback)));
+    assert_eq!(took, DEADLINE - DEADLINE / 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_only_session_answers_its_subprotocol_port_before_the_deadline() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let t = token("silent-only");
+    cluster.gateway(&b, &t, 7, Gateway::Silent).await;
+    let (result, took) = timed(&a, &t).await;
+    assert_eq!(port(&result), Some((7, DiscoveryOutcome::Timeout)));
+    assert!(
+        took < DEADLINE,
+        "answered within the deadline, took {took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_miss_is_answered_at_once() {
+    let cluster = Cluster::new();
+    let a = cluster.node("a");
+    let (result, took) = timed(&a, &token("nobody")).await;
+    assert!(
+        matches!(result, Err(DiscoveryError::NotFound)),
+        "{result:?}"
+    );
+    assert_eq!(took, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cached_candidates_are_used_until_a_registration_notice_drops_them() {
+    let cluster = Cluster::new();
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
+    let t = token("cached");
+    cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            port(&a.discover(&t).await),
+            Some((1001, DiscoveryOutcome::Hit))
+        );
+    }
+    assert_eq!(lookups(&a, LookupSource::Registry), 1);
+    assert_eq!(lookups(&a, LookupSource::Cache), 1);
+    // A newer session on a third node: its notice drops what `a` remembered.
+    cluster.gateway(&c, &t, 2, Gateway::Port(1002)).await;
+    assert_eq!(
+        port(&a.discover(&t).await),
+        Some((1002, DiscoveryOutcome::Hit))
+    );
+    assert_eq!(lookups(&a, LookupSource::Registry), 2);
+    assert_eq!(lookups(&a, LookupSource::Cache), 1);
+    // A local registration drops it too.
+    cluster.gateway(&a, &t, 3, Gateway::Port(1003)).await;
+    assert_eq!(
+        port(&a.discover(&t).await),
+        Some((1003, DiscoveryOutcome::Hit))
+    );
+    assert_eq!(lookups(&a, LookupSource::Cache), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_session_found_gone_falls_back_to_the_registry() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let t = token("gone");
+    let record = cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
+    assert_eq!(
+        port(&a.discover(&t).await),
+        Some((1001, DiscoveryOutcome::Hit))
+    );
+    // The session closes: no notice reaches `a`, whose cache still names it.
+    b.release(&record).await;
+    let (result, took) = timed(&a, &t).await;
+    assert!(
+        matches!(result, Err(DiscoveryError::NotFound)),
+        "{result:?}"
+    );
+    assert_eq!(took, Duration::ZERO, "a gone session is not waited for");
+    assert_eq!(lookups(&a, LookupSource::Cache), 1);
+    assert_eq!(lookups(&a, LookupSource::Registry), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_candidate_on_a_node_off_the_bus_is_skipped_at_once() {
+    let cluster = Cluster::new();
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
+    let t = token("dead-owner");
+    cluster.gateway(&c, &t, 1, Gateway::Port(1001)).await;
+    cluster.gateway(&b, &t, 2, Gateway::Port(1002)).await;
+    // `b` dies without a word: its record stays in the registry, its bus end is gone.
+    drop(b);
+    let (result, took) = timed(&a, &t).await;
+    assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
+    assert_eq!(took, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_owner_answers_nothing_and_the_next_candidate_does() {
+    let cluster = Cluster::new();
+    let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
+    let t = token("draining-owner");
+    cluster.gateway(&c, &t, 1, Gateway::Port(1001)).await;
+    cluster.gateway(&b, &t, 2, Gateway::Port(1002)).await;
+    assert_eq!(
+        port(&a.discover(&t).await),
+        Some((1002, DiscoveryOutcome::Hit))
+    );
+    // `a` remembers b's session; b starts draining (its records go, its sessions are no
+    // longer offered) and its Leave drops what `a` remembered.
+    b.hub.stop_offering();
+    assert_eq!(
+        port(&a.discover(&t).await),
+        Some((1001, DiscoveryOutcome::Hit))
+    );
+}
