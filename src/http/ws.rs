@@ -117,7 +117,7 @@ async fn upgrade(
         .aggregate_continuations()
         .max_continuation_size(state.max_frame_bytes);
     let session = Session::new(node.clone(), state.session, record, ws);
-    actix_web::rt::spawn(session.run(frames, cmd_rx));
+    session.spawn(frames, cmd_rx);
     Ok(response)
 }
 
