@@ -111,7 +111,10 @@ pub fn start(spec: FleetSpec, stop: CancellationToken) -> Fleet {
         let (spec, stop) = (spec.clone(), stop.clone());
         let (connected, reconnects, gate) = (connected.clone(), reconnects.clone(), gate.clone());
         tokio::spawn(async move {
-            let hello = Hello::new(&token(&spec.prefix, i), "bench", spec.port);
+            let hello = Hello {
+                offer_deflate: false,
+                ..Hello::new(&token(&spec.prefix, i), "bench", spec.port)
+            };
             let phase = spec
                 .ping
                 .mul_f64((i - spec.from) as f64 / spec.count as f64);
