@@ -2,7 +2,6 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::metrics::Label;
 use crate::model::{DiscoveryOutcome, Limit};
 use crate::protocol::Token;
 use actix_web::http::header;
@@ -53,9 +52,7 @@ async fn answer(
     // The raw (still percent-encoded) segment: the token is free-form and decoded exactly once.
     let raw = req.path().strip_prefix("/v0/hosties/").unwrap_or_default();
     let token = Token::from_percent_encoded(raw).ok_or(crate::node::DiscoveryError::NotFound)?;
-    let hash = token.hash();
-    let found = state.node.discover(&hash).await?;
-    tracing::debug!(token = %hash, outcome = found.outcome.label(), "discovered");
+    let found = state.node.discover(&token.hash()).await?;
     let res = HttpResponse::Ok()
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

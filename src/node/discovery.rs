@@ -11,6 +11,7 @@
 //!    cache; after failed cached candidates the registry is read within the same deadline.
 
 use super::Node;
+use crate::metrics::Label;
 use crate::model::{
     DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, SessionRecord,
 };
@@ -57,10 +58,24 @@ impl Node {
     pub async fn discover(&self, hash: &TokenHash) -> Result<Discovered, DiscoveryError> {
         let span = tracing::debug_span!("discover", node = %self.settings.id, token = %hash);
         if span.is_disabled() {
-            self.resolve(hash).await
-        } else {
-            self.resolve(hash).instrument(span).await
+            return self.resolve(hash).await;
         }
+        async {
+            let result = self.resolve(hash).await;
+            match &result {
+                Ok(found) => {
+                    tracing::debug!(
+                        outcome = found.outcome.label(),
+                        port = found.answer.port,
+                        "discovered"
+                    );
+                }
+                Err(e) => tracing::debug!(error = %ErrorChain(e), "not discovered"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     async fn resolve(&self, hash: &TokenHash) -> Result<Discovered, DiscoveryError> {

@@ -199,3 +199,54 @@ async fn sigterm_drains_the_real_process() {
         "logs never carry raw tokens"
     );
 }
+
+/// With debug logs on, one discovery and one session can be followed by their spans, which name
+/// the node and the short token hash, and never the token.
+#[tokio::test]
+async fn debug_logs_follow_a_discovery_and_a_session_by_their_spans() {
+    init();
+    let mut node = NodeProcess::command(env!("CARGO_BIN_EXE_hostie"))
+        .args([
+            "--log-format",
+            "json",
+            "--workers",
+            "1",
+            "--node-id",
+            "spanned",
+        ])
+        .env("RUST_LOG", "info,hostie=debug")
+        .capture_logs()
+        .spawn()
+        .await;
+    let t = token("spans");
+    let short = hostie::protocol::Token::new(t.clone())
+        .expect("a non-empty token")
+        .hash()
+        .to_string();
+    let gw = Gateway::connect(node.http, GatewayOptions::new(&t, 18789))
+        .await
+        .unwrap();
+    assert_eq!(discover_at(node.http, &t).await.0, 200);
+    drop(gw);
+    node.signal(Signal::Term);
+    assert!(node.exited_within(Duration::from_secs(5)).await.is_some());
+    let logs = node.logs();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    let in_span = |message: &str, span: &str| {
+        events
+            .iter()
+            .find(|e| e["message"] == message && e["span"]["name"] == span)
+    };
+    let discovered = in_span("discovered", "discover").unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(discovered["span"]["node"], "spanned");
+    assert_eq!(discovered["span"]["token"], short.as_str());
+    assert_eq!(discovered["outcome"], "hit");
+    let closed = in_span("session closed", "session").unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(closed["span"]["node"], "spanned");
+    assert_eq!(closed["span"]["token"], short.as_str());
+    assert_eq!(short.len(), 8, "the short hash: 8 hex digits");
+    assert!(!logs.contains(&t), "logs never carry raw tokens");
+}
