@@ -4,12 +4,31 @@
 use hostie_testkit::node_process::NodeProcess;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A hostie node process (the release binary cargo built for this bench).
+/// The hostie binary exactly as `cargo build --release` makes it, built once per run. Not the
+/// bench's own `CARGO_BIN_EXE_hostie`: cargo builds that one with the dev-dependencies'
+/// features (tokio's `test-util`, for the paused-time unit tests), so it is not the binary that
+/// ships.
+pub(crate) fn release_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let built = escargot::CargoBuild::new()
+            .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .bin("hostie")
+            .release()
+            .arg("--locked")
+            .run()
+            .expect("cargo build --release --bin hostie");
+        built.path().to_path_buf()
+    })
+}
+
+/// A hostie node process (the release binary, see [`release_binary`]).
 pub(crate) struct Hostie(NodeProcess);
 
 impl std::ops::Deref for Hostie {
@@ -23,7 +42,7 @@ impl std::ops::Deref for Hostie {
 impl Hostie {
     /// A node of the cluster on `redis_url` under `prefix`, ready when returned.
     pub(crate) async fn spawn(redis_url: &str, prefix: &str, name: &str) -> Self {
-        let node = NodeProcess::command(env!("CARGO_BIN_EXE_hostie"))
+        let node = NodeProcess::command(release_binary())
             .args(["--redis-url", redis_url, "--redis-prefix", prefix])
             .args([
                 "--node-id",
