@@ -66,8 +66,8 @@ pub trait Transport: Send + Sync + 'static {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("Redis PUBLISH failed")]
+    #[error("bus unavailable")]
     Redis(#[source] CommandError),
-    #[error("not subscribed to this node's channel")]
+    #[error("bus unavailable: not subscribed to this node's channel")]
     NotSubscribed,
 }

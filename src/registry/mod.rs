@@ -8,6 +8,7 @@
 pub mod memory;
 pub mod redis;
 
+use crate::metrics::Label;
 use crate::model::{NodeId, RedisOp, SessionId, SessionRecord};
 use crate::protocol::TokenHash;
 use crate::redis_common::CommandError;
@@ -30,7 +31,7 @@ pub enum Admission {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// A Redis command failed or did not answer within the operation timeout.
-    #[error("Redis {op:?} failed")]
+    #[error("registry backend unavailable: {}", op.label())]
     Redis {
         op: RedisOp,
         #[source]
