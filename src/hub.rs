@@ -128,8 +128,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Removes a session; its record when it was present.
-    pub fn remove(&self, session: SessionId) -> Option<Arc<SessionRecord>> {
+    /// Removes a session; whether it was discoverable, when it was present.
+    pub fn remove(&self, session: SessionId) -> Option<bool> {
         let mut t = self.lock();
         let s = t.sessions.remove(&session)?;
         if s.discoverable
@@ -142,7 +142,7 @@ impl Hub {
             }
         }
         self.metrics.sessions.set(t.sessions.len() as i64);
-        Some(s.record)
+        Some(s.discoverable)
     }
 
     /// The runtime of the worker thread that runs the session's task. Work for that session

@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use remote_cache::RemoteCache;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// The runtime's clock: drain waits on it, and tests run drains under paused time.
+use tokio::time::Instant;
 use tokio::sync::mpsc;
 
 pub use discovery::{Discovered, DiscoveryError};
@@ -215,7 +217,8 @@ impl Node {
 
     /// Forgets a session that ended: it is never offered again once this returns.
     pub async fn release(&self, record: &SessionRecord) {
-        if self.hub.remove(record.session).is_some() {
+        // A discoverable session's token loses a candidate.
+        if self.hub.remove(record.session) == Some(true) {
             self.remote.forget(&record.token);
         }
         if let Err(e) = self.registry.release(&record.token, record.session).await {
@@ -243,7 +246,7 @@ impl Node {
         }
         let grace_end = started + self.settings.drain_grace;
         let spread = self.settings.drain_spread.min(self.settings.drain_grace);
-        if tokio::time::timeout_at(grace_end.into(), self.hub.drain_all(spread))
+        if tokio::time::timeout_at(grace_end, self.hub.drain_all(spread))
             .await
             .is_err()
         {
