@@ -280,11 +280,16 @@ async fn a_draining_owner_answers_nothing_and_the_next_candidate_does() {
         port(&a.discover(&t).await),
         Some((1002, DiscoveryOutcome::Hit))
     );
-    // `a` remembers b's session; b starts draining (its records go, its sessions are no
-    // longer offered) and its Leave drops what `a` remembered.
-    b.hub.stop_offering();
+    // `a` remembers b's session; b drains: its records go, its sessions are no longer offered,
+    // and its Leave drops what `a` remembered, so that `a` reads the registry again at once.
+    b.drain().await;
+    let (result, took) = timed(&a, &t).await;
+    assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
+    assert_eq!(took, Duration::ZERO);
+    assert_eq!(lookups(&a, LookupSource::Registry), 2);
     assert_eq!(
-        port(&a.discover(&t).await),
-        Some((1001, DiscoveryOutcome::Hit))
+        lookups(&a, LookupSource::Cache),
+        0,
+        "the Leave dropped the cache"
     );
 }

@@ -255,7 +255,19 @@ async fn contract(backend: Backend) {
     };
     registry.register(&record, 10).await.expect("admitted");
     assert!(eventually(|| a.owner.registrations.lock().unwrap().contains(&token)).await);
-    assert!(b.owner.registrations.lock().unwrap().is_empty());
+    // Then one of a's: once b has heard it, b has heard its own notice too (one channel, in
+    // order), and ignored it; a ignores this one.
+    let token_of_a = TokenHash([0xa5; 32]);
+    let record_of_a = SessionRecord {
+        session: SessionId::new(),
+        node: NodeId("a".into()),
+        token: token_of_a,
+        ..record
+    };
+    registry.register(&record_of_a, 10).await.expect("admitted");
+    assert!(eventually(|| !b.owner.registrations.lock().unwrap().is_empty()).await);
+    assert_eq!(*b.owner.registrations.lock().unwrap(), [token_of_a]);
+    assert_eq!(*a.owner.registrations.lock().unwrap(), [token]);
 
     // Leave fails the requests in flight to the leaving node at once, and tells the owner side.
     let stuck = b.owner.holds(Answer::PortAfter(3, Duration::from_secs(5)));
@@ -279,10 +291,11 @@ async fn contract(backend: Backend) {
         "failed at the notice, took {took:?}"
     );
     assert!(eventually(|| a.owner.leaving.lock().unwrap().contains(&b_id)).await);
-    assert!(
-        b.owner.leaving.lock().unwrap().is_empty(),
-        "a node ignores its own Leave"
-    );
+    // Then a leaves: once b has heard that, b has heard its own Leave too, and ignored it.
+    a.bus.leave().await.expect("the notice is published");
+    assert!(eventually(|| !b.owner.leaving.lock().unwrap().is_empty()).await);
+    assert_eq!(*b.owner.leaving.lock().unwrap(), [NodeId("a".into())]);
+    assert_eq!(*a.owner.leaving.lock().unwrap(), [b_id]);
 }
 
 #[tokio::test]
