@@ -22,9 +22,9 @@ use remote_cache::RemoteCache;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+use tokio::sync::mpsc;
 // The runtime's clock: drain waits on it, and tests run drains under paused time.
 use tokio::time::Instant;
-use tokio::sync::mpsc;
 
 pub use discovery::{Discovered, DiscoveryError};
 
