@@ -157,15 +157,24 @@ async fn repeated_cross_node_discoveries_skip_the_lookup_until_something_changes
     let first = Gateway::connect(nodes[0].http, GatewayOptions::new(&t, 1111))
         .await
         .unwrap();
-    assert_eq!(asker.discover(&t).await.1["port"], 1111);
-    assert_eq!(asker.discover(&t).await.1["port"], 1111);
+    // A lookup is remembered unless a registration notice arrived while it was in flight (the
+    // asker's subscriber may read this registration's notice only after the handshake): then
+    // the next lookup is. So the second discovery, or at the latest the third, is a cache hit.
+    let mut asked = 0;
+    while lookups("cache").await == 0.0 && asked < 3 {
+        assert_eq!(asker.discover(&t).await.1["port"], 1111);
+        asked += 1;
+    }
     assert_eq!(
-        (lookups("registry").await, lookups("cache").await),
-        (1.0, 1.0)
+        lookups("cache").await,
+        1.0,
+        "a repeated discovery is remembered"
     );
+    assert_eq!(lookups("registry").await, f64::from(asked - 1));
+    assert!(asked == 2 || asked == 3, "{asked} discoveries");
     assert_eq!(
         first.request_count(),
-        2,
+        asked as usize,
         "a cached discovery still asks the session"
     );
 
