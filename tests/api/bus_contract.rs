@@ -3,7 +3,7 @@
 //! owning, with a scripted owner in place of a node so that every way a request can end is
 //! reached on purpose.
 
-use crate::helpers::{init, prefix};
+use crate::helpers::{eventually, init, prefix};
 use async_trait::async_trait;
 use hostie::bus::{Bus, MemoryTransport, PortResponder, RedisTransport, Transport};
 use hostie::memory_broker::MemoryBroker;
@@ -143,14 +143,10 @@ async fn redis() -> Backend {
     ));
     // The heartbeat makes b a live node, whose records the registration script keeps.
     registry.heartbeat(&NodeId("b".into())).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (a.bus.check().is_err() || b.bus.check().is_err()) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        a.bus.check().is_ok() && b.bus.check().is_ok(),
-        "both ends subscribed"
-    );
+    let subscribed = eventually(Duration::from_secs(5), || async {
+        a.bus.check().is_ok() && b.bus.check().is_ok()
+    });
+    assert!(subscribed.await, "both ends subscribed");
     Backend {
         a,
         b,
@@ -163,17 +159,8 @@ fn bus_requests(end: &End, result: &str) -> u64 {
     end.metrics.bus_requests.with_label_values(&[result]).get()
 }
 
-/// Polls `check` for up to two seconds (notices travel asynchronously on Redis).
-async fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < end {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    check()
-}
+/// How long a notice or a reply may take to travel (asynchronously, on Redis).
+const SOON: Duration = Duration::from_secs(2);
 
 async fn contract(backend: Backend) {
     let Backend { a, b, registry, .. } = backend;
@@ -185,7 +172,7 @@ async fn contract(backend: Backend) {
     let answer = a.bus.ask_port(&b_id, s, wait).await.expect("answered");
     assert_eq!(answer.port, 18789);
     assert_eq!(bus_requests(&a, "ok"), 1);
-    assert!(eventually(|| b.metrics.bus_replies.get() == 1).await);
+    assert!(eventually(SOON, || async { b.metrics.bus_replies.get() == 1 }).await);
 
     // Session gone: the owner does not hold it.
     let gone = a.bus.ask_port(&b_id, SessionId::new(), wait).await;
@@ -219,7 +206,7 @@ async fn contract(backend: Backend) {
         "the slot is removed when the wait ends"
     );
     assert!(
-        eventually(|| b.metrics.bus_replies.get() == 3).await,
+        eventually(SOON, || async { b.metrics.bus_replies.get() == 3 }).await,
         "the owner answered late"
     );
     assert_eq!(a.bus.in_flight(), 0);
@@ -254,7 +241,12 @@ async fn contract(backend: Backend) {
         peer: PeerHint::Ask,
     };
     registry.register(&record, 10).await.expect("admitted");
-    assert!(eventually(|| a.owner.registrations.lock().unwrap().contains(&token)).await);
+    assert!(
+        eventually(SOON, || async {
+            a.owner.registrations.lock().unwrap().contains(&token)
+        })
+        .await
+    );
     // Then one of a's: once b has heard it, b has heard its own notice too (one channel, in
     // order), and ignored it; a ignores this one.
     let token_of_a = TokenHash([0xa5; 32]);
@@ -265,7 +257,12 @@ async fn contract(backend: Backend) {
         ..record
     };
     registry.register(&record_of_a, 10).await.expect("admitted");
-    assert!(eventually(|| !b.owner.registrations.lock().unwrap().is_empty()).await);
+    assert!(
+        eventually(SOON, || async {
+            !b.owner.registrations.lock().unwrap().is_empty()
+        })
+        .await
+    );
     assert_eq!(*b.owner.registrations.lock().unwrap(), [token_of_a]);
     assert_eq!(*a.owner.registrations.lock().unwrap(), [token]);
 
@@ -282,7 +279,7 @@ async fn contract(backend: Backend) {
             )
         })
     };
-    assert!(eventually(|| a.bus.in_flight() == 1).await);
+    assert!(eventually(SOON, || async { a.bus.in_flight() == 1 }).await);
     b.bus.leave().await.expect("the notice is published");
     let (left, took) = in_flight.await.unwrap();
     assert!(matches!(left, Err(PortError::NodeGone(_))), "{left:?}");
@@ -290,10 +287,20 @@ async fn contract(backend: Backend) {
         took < Duration::from_secs(2),
         "failed at the notice, took {took:?}"
     );
-    assert!(eventually(|| a.owner.leaving.lock().unwrap().contains(&b_id)).await);
+    assert!(
+        eventually(SOON, || async {
+            a.owner.leaving.lock().unwrap().contains(&b_id)
+        })
+        .await
+    );
     // Then a leaves: once b has heard that, b has heard its own Leave too, and ignored it.
     a.bus.leave().await.expect("the notice is published");
-    assert!(eventually(|| !b.owner.leaving.lock().unwrap().is_empty()).await);
+    assert!(
+        eventually(SOON, || async {
+            !b.owner.leaving.lock().unwrap().is_empty()
+        })
+        .await
+    );
     assert_eq!(*b.owner.leaving.lock().unwrap(), [NodeId("a".into())]);
     assert_eq!(*a.owner.leaving.lock().unwrap(), [b_id]);
 }
