@@ -148,6 +148,7 @@ impl Application {
             max_sessions_per_token: config.max_sessions_per_token as usize,
             drain_spread: config.drain_spread,
             drain_grace: config.drain_grace,
+            registry_settle: config.heartbeat_ttl,
         };
         let remote = RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS);
         let node = Node::new(settings, hub, registry, bus, remote, metrics);
@@ -227,6 +228,7 @@ impl Application {
             liveness: LivenessSettings {
                 interval: config.heartbeat_interval,
                 anti_entropy: config.anti_entropy_interval,
+                ttl: config.heartbeat_ttl,
             },
         })
     }

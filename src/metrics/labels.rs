@@ -103,7 +103,7 @@ impl Label for RedisOp {
             Self::Drain => "drain",
             Self::Publish => "publish",
             Self::Subscribe => "subscribe",
-            Self::Ping => "ping",
+            Self::Probe => "probe",
         }
     }
 }

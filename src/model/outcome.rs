@@ -138,7 +138,8 @@ pub enum RedisOp {
     Drain,
     Publish,
     Subscribe,
-    Ping,
+    /// The readiness check's write.
+    Probe,
 }
 
 impl RedisOp {
@@ -152,6 +153,6 @@ impl RedisOp {
         Self::Drain,
         Self::Publish,
         Self::Subscribe,
-        Self::Ping,
+        Self::Probe,
     ];
 }

@@ -13,6 +13,7 @@ mod e2e;
 mod layers;
 mod lifecycle;
 mod limits;
+mod redis_states;
 mod redis_traffic;
 mod registration;
 mod registry_contract;
