@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bus_contract;
+mod close_handshake;
 mod cluster;
 mod cluster_faults;
 mod deploy;
