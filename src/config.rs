@@ -2,6 +2,7 @@
 //! Every flag also reads a `HOSTIE_…` environment variable; bad values stop the process at start
 //! with one line naming the flag.
 
+use crate::model::SessionOrder;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -133,6 +134,18 @@ pub struct Config {
     /// registration [default: 500ms, or half the shorter of those two when that is less].
     #[arg(long, env = "HOSTIE_REDIS_TIMEOUT", value_parser = duration)]
     pub redis_timeout: Option<Duration>,
+
+    /// In which order a token's live sessions are offered: `source` (newest first among the
+    /// sessions of one client address; a session from another address only after every older
+    /// address's sessions, so a leaked token cannot take over a live gateway) or `newest`.
+    #[arg(long, env = "HOSTIE_SESSION_ORDER", value_enum, default_value_t = SessionOrder::Source)]
+    pub session_order: SessionOrder,
+
+    /// Sessions one client address (an IPv4 address, an IPv6 /64) may hold on this node; 0
+    /// for no cap. Behind a load balancer, set --trusted-proxies, or every gateway shares the
+    /// balancer's address.
+    #[arg(long, env = "HOSTIE_MAX_SESSIONS_PER_SOURCE", default_value_t = 2000)]
+    pub max_sessions_per_source: u32,
 
     /// Cluster mode: how often every session record is re-written anyway (anti-entropy).
     #[arg(long, env = "HOSTIE_ANTI_ENTROPY_INTERVAL", default_value = "60s", value_parser = duration)]

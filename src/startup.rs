@@ -137,6 +137,7 @@ impl Application {
         let node_id = NodeId(config.node_id());
         let hub = Arc::new(Hub::new(
             config.max_sessions as usize,
+            config.max_sessions_per_source as usize,
             config.fallback_port,
             metrics.clone(),
         ));
@@ -149,6 +150,7 @@ impl Application {
             drain_spread: config.drain_spread,
             drain_grace: config.drain_grace,
             registry_settle: config.heartbeat_ttl,
+            session_order: config.session_order,
         };
         let remote = RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS);
         let node = Node::new(settings, hub, registry, bus, remote, metrics);

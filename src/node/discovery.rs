@@ -5,7 +5,8 @@
 //!    ([`super::remote_cache`]); else from the registry (one lookup, bounded by the deadline),
 //!    joined by this node's own live sessions, which are answered in every registry state.
 //!    Records of peers that the last heartbeat found dead are never asked, cached or not.
-//! 2. Candidates are asked newest first, each within an even share of the time left, so that a
+//! 2. Candidates are asked in the `--session-order` (newest first; by default a newer session
+//!    from another source only after the older source's), each within an even share of the time left, so that a
 //!    silent newest session cannot starve an older live one. A port from the RPC wins at once; a
 //!    fallback port (no peer, failed or late RPC) is kept while older sessions get their chance.
 //! 3. Cached candidates that answered nothing, or a candidate found gone, drop the token from the
@@ -17,7 +18,7 @@
 use super::Node;
 use crate::metrics::Label;
 use crate::model::{
-    DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, SessionRecord, newest_first,
+    DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, SessionRecord, order,
 };
 use crate::protocol::{HostieAnswer, TokenHash};
 use crate::registry::{Lookup, RegistryError};
@@ -94,7 +95,7 @@ impl Node {
         let epoch = self.bus.notice_epoch();
         if let Some(local) = epoch.and_then(|epoch| self.hub.fast_candidates(hash, epoch)) {
             self.metrics.lookup(LookupSource::Hub);
-            return self.ask_in_turn(hash, &local, deadline).await;
+            return self.ask_in_turn(hash, self.ordered(local), deadline).await;
         }
         if let Some(cached) =
             epoch.and_then(|epoch| self.remote.get(hash, epoch, started.into_std()))
@@ -104,7 +105,7 @@ impl Node {
                 self.remote.forget(hash);
             } else {
                 self.metrics.lookup(LookupSource::Cache);
-                let result = self.ask_in_turn(hash, &cached, deadline).await;
+                let result = self.ask_in_turn(hash, self.ordered(cached), deadline).await;
                 if result.is_ok() || Instant::now() + self.margin() >= deadline {
                     return result;
                 }
@@ -137,7 +138,10 @@ impl Node {
                 (local, false)
             }
         };
-        match self.ask_in_turn(hash, &candidates, deadline).await {
+        match self
+            .ask_in_turn(hash, self.ordered(candidates), deadline)
+            .await
+        {
             Err(DiscoveryError::NotFound) if !complete || !self.registry_trusted() => {
                 Err(DiscoveryError::Untrusted)
             }
@@ -145,19 +149,20 @@ impl Node {
         }
     }
 
-    /// `records` and this node's live sessions of the token, each once, newest first.
+    /// `records` and this node's live sessions of the token, each once.
     fn with_local(&self, hash: &TokenHash, mut records: Vec<SessionRecord>) -> Vec<SessionRecord> {
-        let local = self.hub.local_candidates(hash);
-        let before = records.len();
-        for record in local {
+        for record in self.hub.local_candidates(hash) {
             if !records.iter().any(|r| r.session == record.session) {
                 records.push(record);
             }
         }
-        if records.len() != before {
-            newest_first(&mut records);
-        }
         records
+    }
+
+    /// Candidates in the order they are asked (`--session-order`).
+    fn ordered(&self, mut candidates: Vec<SessionRecord>) -> Vec<SessionRecord> {
+        order(&mut candidates, self.settings.session_order);
+        candidates
     }
 
     /// What a discovery keeps of its deadline for answering once the candidates are asked.
@@ -172,7 +177,7 @@ impl Node {
     async fn ask_in_turn(
         &self,
         hash: &TokenHash,
-        candidates: &[SessionRecord],
+        candidates: Vec<SessionRecord>,
         deadline: Instant,
     ) -> Result<Discovered, DiscoveryError> {
         let margin = self.margin();

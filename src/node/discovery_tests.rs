@@ -57,8 +57,9 @@ impl Cluster {
             drain_spread: Duration::from_secs(1),
             drain_grace: Duration::from_secs(1),
             registry_settle: SETTLE,
+            session_order: crate::model::SessionOrder::Source,
         };
-        let hub = Arc::new(Hub::new(100, FALLBACK_PORT, metrics.clone()));
+        let hub = Arc::new(Hub::new(100, 0, FALLBACK_PORT, metrics.clone()));
         let remote = RemoteCache::new(Duration::from_secs(10), 100);
         Node::new(settings, hub, self.registry.clone(), bus, remote, metrics)
     }
@@ -83,6 +84,7 @@ impl Cluster {
             host: format!("10.0.0.{hint}"),
             port_hint: Some(hint),
             peer: PeerHint::Ask,
+            source: None,
         };
         let (tx, mut rx) = mpsc::channel(8);
         node.register(Arc::new(record.clone()), true, tx)

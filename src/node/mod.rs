@@ -11,9 +11,9 @@ pub mod liveness;
 pub mod remote_cache;
 
 use crate::bus::{Bus, PortResponder};
-use crate::hub::{Hub, NodeFull, SessionCmd};
+use crate::hub::{Full, Hub, SessionCmd};
 use crate::metrics::Metrics;
-use crate::model::{Limit, NodeId, PortAnswer, PortError, SessionId, SessionRecord};
+use crate::model::{Limit, NodeId, PortAnswer, PortError, SessionId, SessionOrder, SessionRecord};
 use crate::protocol::TokenHash;
 use crate::registry::{Admission, Registry, RegistryError};
 use crate::telemetry::ErrorChain;
@@ -44,6 +44,8 @@ pub struct NodeSettings {
     /// no live session is answered 503 instead of 404: every live node re-asserts within it
     /// (the heartbeat TTL).
     pub registry_settle: Duration,
+    /// In which order a token's sessions are asked (`--session-order`).
+    pub session_order: SessionOrder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,8 @@ pub enum RegisterError {
     NodeFull,
     #[error("token is at its session limit")]
     TokenFull,
+    #[error("too many sessions from this address")]
+    SourceFull,
 }
 
 pub struct Node {
@@ -148,9 +152,15 @@ impl Node {
         let epoch = self.bus.notice_epoch();
         self.hub
             .insert(record.clone(), discoverable, cmd, epoch)
-            .map_err(|NodeFull| {
-                self.metrics.limit(Limit::SessionsPerNode);
-                RegisterError::NodeFull
+            .map_err(|full| match full {
+                Full::Node => {
+                    self.metrics.limit(Limit::SessionsPerNode);
+                    RegisterError::NodeFull
+                }
+                Full::Source => {
+                    self.metrics.limit(Limit::SessionsPerSource);
+                    RegisterError::SourceFull
+                }
             })?;
         if !discoverable {
             return Ok(());

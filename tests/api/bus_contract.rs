@@ -245,6 +245,7 @@ async fn contract(backend: Backend) {
         host: "127.0.0.1".into(),
         port_hint: None,
         peer: PeerHint::Ask,
+        source: None,
     };
     registry.register(&record, 10).await.expect("admitted");
     assert!(

@@ -19,4 +19,5 @@ mod redis_traffic;
 mod registration;
 mod registry_contract;
 mod rpc;
+mod session_order;
 mod tls;

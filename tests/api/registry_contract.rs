@@ -36,6 +36,7 @@ fn record(token: TokenHash, node: &NodeId, at: u64) -> SessionRecord {
         host: "127.0.0.1".into(),
         port_hint: Some(18789),
         peer: PeerHint::Ask,
+        source: None,
     }
 }
 
