@@ -61,6 +61,11 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
             })
             .await;
             assert!(knows, "{refuse:?}: a heartbeat failed within 2 s");
+            let (_, body) = node.admin_get("/readyz").await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["ready"], false, "{body}");
+            assert_eq!(v["checks"]["trusted"], false, "{body}");
+            assert_ne!(v["checks"]["registry"], "ok", "{body}");
         }
         // Admitted within the Redis deadline, kept locally, answered by its owner.
         let t = token(&format!("refused{i}"));
