@@ -12,7 +12,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Subscriber reconnect backoff: starts here, doubles, capped by `MAX_BACKOFF`.
+/// Subscriber reconnect backoff: starts here, doubles, capped by `MAX_BACKOFF` and by half the
+/// probe period (the heartbeat interval). While a node is not subscribed, a request to it
+/// reaches no subscriber and peers take its sessions for gone; they answer such a miss with
+/// 503, not 404, for one heartbeat TTL (at least two intervals) after their own last failed
+/// write. Resubscribing within half an interval of Redis coming back keeps every node back on
+/// the bus well inside that window.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -161,6 +166,7 @@ async fn subscribe_loop(
     metrics: Arc<Metrics>,
     bus: Weak<Bus>,
 ) {
+    let max_backoff = MAX_BACKOFF.min(settings.probe_every / 2).max(MIN_BACKOFF);
     let mut backoff = MIN_BACKOFF;
     loop {
         let subscribed = async {
@@ -192,7 +198,7 @@ async fn subscribe_loop(
             Err(_) => metrics.redis_error(RedisOp::Subscribe),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = (backoff * 2).min(max_backoff);
     }
 }
 
