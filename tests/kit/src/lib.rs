@@ -11,12 +11,15 @@
 //! - [`redis_server`]: a real `redis-server` on a free loopback port, killed when dropped.
 //! - [`node_process`]: the hostie binary as a child process (its bound addresses, readiness,
 //!   signals, exit status and logs).
+//! - [`tcp_proxy`]: a loopback TCP proxy a test switches between passing, black-holing,
+//!   delaying and resetting (a network fault between two processes).
 
 pub mod fleet;
 pub mod gateway;
 pub mod io_client;
 pub mod node_process;
 pub mod redis_server;
+pub mod tcp_proxy;
 
 use std::net::{SocketAddr, TcpListener};
 
