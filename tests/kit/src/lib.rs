@@ -13,7 +13,10 @@
 //!   signals, exit status and logs).
 //! - [`tcp_proxy`]: a loopback TCP proxy a test switches between passing, black-holing,
 //!   delaying and resetting (a network fault between two processes).
+//! - [`chaos`]: gateways kept in a model of live sessions, a discovery load, and a checker that
+//!   judges every answer against the model (the fault suite).
 
+pub mod chaos;
 pub mod fleet;
 pub mod gateway;
 pub mod io_client;
