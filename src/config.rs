@@ -2,6 +2,7 @@
 //! Every flag also reads a `HOSTIE_…` environment variable; bad values stop the process at start
 //! with one line naming the flag.
 
+use crate::model::SessionOrder;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -127,6 +128,25 @@ pub struct Config {
     #[arg(long, env = "HOSTIE_HEARTBEAT_TTL", default_value = "5s", value_parser = duration)]
     pub heartbeat_ttl: Duration,
 
+    /// Cluster mode: the most one Redis operation may take, from waiting for a connection to
+    /// its reply (connects included). Shorter than --rpc-timeout, so that a discovery facing a
+    /// hung Redis still answers in time, and than --handshake-timeout, which bounds a
+    /// registration [default: 500ms, or half the shorter of those two when that is less].
+    #[arg(long, env = "HOSTIE_REDIS_TIMEOUT", value_parser = duration)]
+    pub redis_timeout: Option<Duration>,
+
+    /// In which order a token's live sessions are offered: `source` (newest first among the
+    /// sessions of one client address; a session from another address only after every older
+    /// address's sessions, so a leaked token cannot take over a live gateway) or `newest`.
+    #[arg(long, env = "HOSTIE_SESSION_ORDER", value_enum, default_value_t = SessionOrder::Source)]
+    pub session_order: SessionOrder,
+
+    /// Sessions one client address (an IPv4 address, an IPv6 /64) may hold on this node; 0
+    /// for no cap. Behind a load balancer, set --trusted-proxies, or every gateway shares the
+    /// balancer's address.
+    #[arg(long, env = "HOSTIE_MAX_SESSIONS_PER_SOURCE", default_value_t = 2000)]
+    pub max_sessions_per_source: u32,
+
     /// Cluster mode: how often every session record is re-written anyway (anti-entropy).
     #[arg(long, env = "HOSTIE_ANTI_ENTROPY_INTERVAL", default_value = "60s", value_parser = duration)]
     pub anti_entropy_interval: Duration,
@@ -222,6 +242,20 @@ impl Config {
                 humantime::format_duration(self.heartbeat_interval)
             ));
         }
+        for (flag, longer) in [
+            ("--rpc-timeout", self.discovery_deadline),
+            ("--handshake-timeout", self.handshake_timeout),
+        ] {
+            if let Some(redis_timeout) = self.redis_timeout
+                && redis_timeout >= longer
+            {
+                return Err(format!(
+                    "invalid value for '--redis-timeout': {} is not shorter than {flag} {}",
+                    humantime::format_duration(redis_timeout),
+                    humantime::format_duration(longer)
+                ));
+            }
+        }
         if let Some(url) = &self.redis_url {
             redis::Client::open(url.as_str()).map_err(|e| {
                 format!("invalid value for '--redis-url': {e} (expected redis://host:port/db)")
@@ -232,6 +266,15 @@ impl Config {
             return Err("invalid value for '--admin-listen': same address as --listen".into());
         }
         Ok(())
+    }
+
+    /// The one deadline of every Redis operation (`--redis-timeout`, or its default).
+    pub fn redis_timeout(&self) -> Duration {
+        self.redis_timeout.unwrap_or_else(|| {
+            Duration::from_millis(500)
+                .min(self.discovery_deadline / 2)
+                .min(self.handshake_timeout / 2)
+        })
     }
 
     /// The configured node id, or hostname plus a random suffix (unique across restarts).
@@ -284,6 +327,35 @@ mod tests {
         assert_eq!(c.fallback_port, 8788);
         assert_eq!(c.redis_prefix, "hostie");
         assert!(c.redis_url.is_none() && c.trusted_proxies.0.is_empty());
+    }
+
+    #[test]
+    fn the_redis_timeout_is_shorter_than_what_it_bounds() {
+        assert_eq!(
+            parse(&[]).unwrap().redis_timeout(),
+            Duration::from_millis(500)
+        );
+        let short = parse(&["--rpc-timeout", "400ms"]).unwrap();
+        assert_eq!(short.redis_timeout(), Duration::from_millis(200));
+        for (args, names) in [
+            (&["--redis-timeout", "3s"][..], "--rpc-timeout 3s"),
+            (
+                &["--redis-timeout", "1s", "--rpc-timeout", "800ms"][..],
+                "--rpc-timeout 800ms",
+            ),
+            (
+                &["--redis-timeout", "2s", "--handshake-timeout", "2s"][..],
+                "--handshake-timeout 2s",
+            ),
+        ] {
+            let line = one_line(&parse(args).expect_err("refused"));
+            assert!(
+                line.contains("--redis-timeout") && line.contains(names),
+                "{line}"
+            );
+        }
+        let c = parse(&["--redis-timeout", "200ms", "--rpc-timeout", "1s"]).unwrap();
+        assert_eq!(c.redis_timeout(), Duration::from_millis(200));
     }
 
     #[test]

@@ -28,10 +28,16 @@ pub enum SessionCmd {
 /// Commands a session may have queued before a new one is refused.
 pub const SESSION_QUEUE: usize = 64;
 
-/// The node's sessions are at `--max-sessions`.
+/// Why a session was not added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("node is full")]
-pub struct NodeFull;
+pub enum Full {
+    /// The node's sessions are at `--max-sessions`.
+    #[error("node is full")]
+    Node,
+    /// The session's source holds `--max-sessions-per-source` sessions of this node.
+    #[error("too many sessions from this source")]
+    Source,
+}
 
 struct LocalSession {
     record: Arc<SessionRecord>,
@@ -49,6 +55,8 @@ struct Tables {
     by_token: HashMap<TokenHash, Vec<SessionId>>,
     /// Local tokens that another node holds (or may hold) a session of too.
     shared: HashSet<TokenHash>,
+    /// Sessions per source (`SessionRecord::source`), for the per-source cap.
+    by_source: HashMap<String, usize>,
 }
 
 impl Tables {
@@ -75,16 +83,25 @@ pub struct Hub {
     /// are no longer offered to anyone (see `ask_port`).
     offering: AtomicBool,
     max_sessions: usize,
+    /// 0: no cap.
+    max_per_source: usize,
     fallback_port: u16,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(max_sessions: usize, fallback_port: u16, metrics: Arc<Metrics>) -> Self {
+    /// `max_per_source` 0: no per-source cap.
+    pub fn new(
+        max_sessions: usize,
+        max_per_source: usize,
+        fallback_port: u16,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             tables: Mutex::default(),
             offering: AtomicBool::new(true),
             max_sessions,
+            max_per_source,
             fallback_port,
             metrics,
         }
@@ -102,10 +119,17 @@ impl Hub {
         discoverable: bool,
         cmd: mpsc::Sender<SessionCmd>,
         epoch: Option<u64>,
-    ) -> Result<(), NodeFull> {
+    ) -> Result<(), Full> {
         let mut t = self.lock();
         if t.sessions.len() >= self.max_sessions {
-            return Err(NodeFull);
+            return Err(Full::Node);
+        }
+        if let Some(source) = &record.source {
+            let held = t.by_source.get(source).copied().unwrap_or(0);
+            if self.max_per_source > 0 && held >= self.max_per_source {
+                return Err(Full::Source);
+            }
+            t.by_source.insert(source.clone(), held + 1);
         }
         if discoverable {
             t.by_token
@@ -132,6 +156,14 @@ impl Hub {
     pub fn remove(&self, session: SessionId) -> Option<bool> {
         let mut t = self.lock();
         let s = t.sessions.remove(&session)?;
+        if let Some(source) = &s.record.source
+            && let Some(held) = t.by_source.get_mut(source)
+        {
+            *held -= 1;
+            if *held == 0 {
+                t.by_source.remove(source);
+            }
+        }
         if s.discoverable
             && let Some(ids) = t.by_token.get_mut(&s.record.token)
         {

@@ -1,6 +1,7 @@
 //! Build (bind every listener, port 0 allowed) → expose the bound addresses → run until a
 //! shutdown trigger, then drain. `main` and the tests start exactly this.
 
+use crate::bus::redis::SubscriberSettings;
 use crate::bus::{Bus, MemoryTransport, RedisTransport, Transport};
 use crate::config::Config;
 use crate::http::{self, AppState, client_addr::TrustedProxies};
@@ -61,12 +62,12 @@ impl Backends {
                 Arc::new(MemoryTransport::new(broker.clone(), node.clone())),
             )),
             Self::Redis { url, prefix } => {
-                // Half the discovery deadline, so that a hung Redis still leaves time to
-                // answer from the hub or with a 503.
-                let op_timeout = (config.discovery_deadline / 2).min(Duration::from_secs(1));
+                // The one Redis deadline (docs/redis.md): shorter than the discovery deadline
+                // (checked with the flags), so a hung Redis still leaves time to answer from
+                // the hub or with a 503.
+                let op_timeout = config.redis_timeout();
                 let client = redis::Client::open(url.as_str()).context("--redis-url")?;
-                let pool = redis_pool(url, op_timeout)
-                    .context("--redis-url: cannot build a connection pool")?;
+                let pool = redis_pool(url, op_timeout).context("--redis-url")?;
                 let conns = Arc::new(RedisConns::new(pool, op_timeout));
                 let keys = Keys::new(prefix);
                 let registry = RedisRegistry::new(
@@ -76,8 +77,18 @@ impl Backends {
                     config.heartbeat_ttl,
                     metrics.clone(),
                 );
-                let transport =
-                    RedisTransport::new(client, conns, keys, node.clone(), metrics.clone());
+                let subscriber = SubscriberSettings {
+                    op_timeout,
+                    probe_every: config.heartbeat_interval,
+                };
+                let transport = RedisTransport::new(
+                    client,
+                    subscriber,
+                    conns,
+                    keys,
+                    node.clone(),
+                    metrics.clone(),
+                );
                 Ok((Arc::new(registry), Arc::new(transport)))
             }
         }
@@ -126,6 +137,7 @@ impl Application {
         let node_id = NodeId(config.node_id());
         let hub = Arc::new(Hub::new(
             config.max_sessions as usize,
+            config.max_sessions_per_source as usize,
             config.fallback_port,
             metrics.clone(),
         ));
@@ -137,6 +149,8 @@ impl Application {
             max_sessions_per_token: config.max_sessions_per_token as usize,
             drain_spread: config.drain_spread,
             drain_grace: config.drain_grace,
+            registry_settle: config.heartbeat_ttl,
+            session_order: config.session_order,
         };
         let remote = RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS);
         let node = Node::new(settings, hub, registry, bus, remote, metrics);
@@ -216,6 +230,7 @@ impl Application {
             liveness: LivenessSettings {
                 interval: config.heartbeat_interval,
                 anti_entropy: config.anti_entropy_interval,
+                ttl: config.heartbeat_ttl,
             },
         })
     }

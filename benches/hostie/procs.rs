@@ -51,6 +51,9 @@ impl Hostie {
                 "0",
                 "--max-sessions",
                 "25000",
+                // Every simulated gateway connects from 127.0.0.1.
+                "--max-sessions-per-source",
+                "0",
             ])
             .args(["--log-format", "json"])
             .env("RUST_LOG", "warn")

@@ -16,8 +16,20 @@ use tokio::task::JoinHandle;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How the subscriber connection is watched.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriberSettings {
+    /// Bounds the subscribe and each probe (`--redis-timeout`).
+    pub op_timeout: Duration,
+    /// How often the subscriber connection is probed with a `PING` on it: a connection that no
+    /// longer reaches Redis (a partition keeps both ends' sockets open) delivers no message and
+    /// shows no error, so only a probe finds it dead (the heartbeat interval).
+    pub probe_every: Duration,
+}
+
 pub struct RedisTransport {
     client: redis::Client,
+    settings: SubscriberSettings,
     conns: Arc<RedisConns>,
     keys: Keys,
     node: NodeId,
@@ -37,6 +49,7 @@ struct Subscription {
 impl RedisTransport {
     pub fn new(
         client: redis::Client,
+        settings: SubscriberSettings,
         conns: Arc<RedisConns>,
         keys: Keys,
         node: NodeId,
@@ -44,6 +57,7 @@ impl RedisTransport {
     ) -> Self {
         Self {
             client,
+            settings,
             conns,
             keys,
             node,
@@ -98,6 +112,7 @@ impl Transport for RedisTransport {
     fn attach(&self, bus: Weak<Bus>) {
         let task = tokio::spawn(subscribe_loop(
             self.client.clone(),
+            self.settings,
             [
                 self.keys.node_channel(&self.node),
                 self.keys.events_channel(),
@@ -137,9 +152,10 @@ impl Transport for RedisTransport {
 }
 
 /// Subscribes to `channels` and delivers every message to the bus, resubscribing with backoff
-/// whenever the connection is lost; ends when the bus is gone.
+/// whenever the connection is lost or stops answering its probe; ends when the bus is gone.
 async fn subscribe_loop(
     client: redis::Client,
+    settings: SubscriberSettings,
     channels: [String; 2],
     state: Arc<Subscription>,
     metrics: Arc<Metrics>,
@@ -154,27 +170,20 @@ async fn subscribe_loop(
             }
             redis::RedisResult::Ok(pubsub)
         };
-        match tokio::time::timeout(MAX_BACKOFF * 2, subscribed).await {
+        match tokio::time::timeout(settings.op_timeout, subscribed).await {
             Ok(Ok(pubsub)) => {
                 state.epoch.fetch_add(1, Ordering::SeqCst);
                 state.subscribed.store(true, Ordering::SeqCst);
                 backoff = MIN_BACKOFF;
                 tracing::info!(channel = %channels[0], "bus subscribed");
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    let Some(message) = BusMessage::decode(msg.get_payload_bytes()) else {
-                        tracing::debug!("undecodable bus message dropped");
-                        continue;
-                    };
-                    let Some(bus) = bus.upgrade() else {
-                        return;
-                    };
-                    bus.deliver(message);
-                }
+                let lost = receive(pubsub, settings, &bus).await;
                 state.subscribed.store(false, Ordering::SeqCst);
                 state.epoch.fetch_add(1, Ordering::SeqCst);
+                let Some(why) = lost else {
+                    return;
+                };
                 metrics.redis_error(RedisOp::Subscribe);
-                tracing::warn!("bus subscription lost; resubscribing");
+                tracing::warn!(why, "bus subscription lost; resubscribing");
             }
             Ok(Err(e)) => {
                 metrics.redis_error(RedisOp::Subscribe);
@@ -184,5 +193,38 @@ async fn subscribe_loop(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Delivers messages until the subscription is lost (returns why) or the bus is gone (`None`).
+async fn receive(
+    pubsub: redis::aio::PubSub,
+    settings: SubscriberSettings,
+    bus: &Weak<Bus>,
+) -> Option<&'static str> {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut probe = tokio::time::interval(settings.probe_every);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probe.tick().await;
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else {
+                    return Some("the subscriber connection closed");
+                };
+                let Some(message) = BusMessage::decode(msg.get_payload_bytes()) else {
+                    tracing::debug!("undecodable bus message dropped");
+                    continue;
+                };
+                bus.upgrade()?.deliver(message);
+            }
+            _ = probe.tick() => {
+                // Any reply will do (a subscribed RESP2 connection answers `["pong", ""]`).
+                let answered = tokio::time::timeout(settings.op_timeout, sink.ping::<redis::Value>()).await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    return Some("the subscriber connection did not answer its probe");
+                }
+            }
+        }
     }
 }

@@ -29,7 +29,9 @@ impl ResponseError for ApiError {
         match self {
             Self::Discovery(DiscoveryError::NotFound) => StatusCode::NOT_FOUND,
             Self::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Register(RegisterError::TokenFull) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Register(RegisterError::TokenFull | RegisterError::SourceFull) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Register(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoToken => StatusCode::UNAUTHORIZED,
             Self::BadHandshake(_) => StatusCode::BAD_REQUEST,

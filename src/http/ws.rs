@@ -3,7 +3,7 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::hub::SESSION_QUEUE;
-use crate::model::{RegistrationResult, SessionId, SessionRecord};
+use crate::model::{RegistrationResult, SessionId, SessionRecord, source_of};
 use crate::node::RegisterError;
 use crate::protocol::{Subprotocol, Token};
 use crate::session::Session;
@@ -39,6 +39,7 @@ pub async fn upgrade_or_not_found(
         Err(ApiError::Register(RegisterError::Draining)) => RegistrationResult::Draining,
         Err(ApiError::Register(RegisterError::NodeFull)) => RegistrationResult::NodeFull,
         Err(ApiError::Register(RegisterError::TokenFull)) => RegistrationResult::TokenFull,
+        Err(ApiError::Register(RegisterError::SourceFull)) => RegistrationResult::SourceFull,
         Err(_) => RegistrationResult::Error,
     });
     if let Err(e) = &result {
@@ -80,11 +81,10 @@ async fn upgrade(
             .insert(header::SEC_WEBSOCKET_PROTOCOL, echo);
     }
 
+    let client_ip = state.client_ip(req);
     let host = match subprotocol.as_ref().and_then(|s| s.host.clone()) {
         Some(custom) => custom,
-        None => state
-            .client_ip(req)
-            .map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string()),
+        None => client_ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string()),
     };
     let record = Arc::new(SessionRecord {
         session: SessionId::new(),
@@ -96,6 +96,7 @@ async fn upgrade(
         peer: subprotocol
             .as_ref()
             .map_or(crate::protocol::PeerHint::Ask, |s| s.peer),
+        source: client_ip.map(source_of),
     });
     let discoverable = subprotocol
         .as_ref()

@@ -66,6 +66,7 @@ impl Label for RegistrationResult {
             Self::NoToken => "no_token",
             Self::NodeFull => "node_full",
             Self::TokenFull => "token_full",
+            Self::SourceFull => "source_full",
             Self::Draining => "draining",
             Self::BadHandshake => "bad_handshake",
             Self::Error => "error",
@@ -81,6 +82,7 @@ impl Label for Limit {
             Self::FrameSize => "frame_size",
             Self::SessionsPerNode => "sessions_per_node",
             Self::SessionsPerToken => "sessions_per_token",
+            Self::SessionsPerSource => "sessions_per_source",
             Self::IdleTime => "idle_time",
             Self::JsonDepth => "json_depth",
             Self::DiscoveryRate => "discovery_rate",
@@ -103,7 +105,7 @@ impl Label for RedisOp {
             Self::Drain => "drain",
             Self::Publish => "publish",
             Self::Subscribe => "subscribe",
-            Self::Ping => "ping",
+            Self::Probe => "probe",
         }
     }
 }

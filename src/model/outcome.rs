@@ -85,17 +85,19 @@ pub enum RegistrationResult {
     NoToken,
     NodeFull,
     TokenFull,
+    SourceFull,
     Draining,
     BadHandshake,
     Error,
 }
 
 impl RegistrationResult {
-    pub const ALL: [RegistrationResult; 7] = [
+    pub const ALL: [RegistrationResult; 8] = [
         Self::Accepted,
         Self::NoToken,
         Self::NodeFull,
         Self::TokenFull,
+        Self::SourceFull,
         Self::Draining,
         Self::BadHandshake,
         Self::Error,
@@ -108,6 +110,7 @@ pub enum Limit {
     FrameSize,
     SessionsPerNode,
     SessionsPerToken,
+    SessionsPerSource,
     IdleTime,
     JsonDepth,
     DiscoveryRate,
@@ -115,10 +118,11 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Self::FrameSize,
         Self::SessionsPerNode,
         Self::SessionsPerToken,
+        Self::SessionsPerSource,
         Self::IdleTime,
         Self::JsonDepth,
         Self::DiscoveryRate,
@@ -138,7 +142,8 @@ pub enum RedisOp {
     Drain,
     Publish,
     Subscribe,
-    Ping,
+    /// The readiness check's write.
+    Probe,
 }
 
 impl RedisOp {
@@ -152,6 +157,6 @@ impl RedisOp {
         Self::Drain,
         Self::Publish,
         Self::Subscribe,
-        Self::Ping,
+        Self::Probe,
     ];
 }

@@ -2,21 +2,26 @@
 //!
 //! 1. Candidates: from the hub alone when this node provably holds every session of the token
 //!    (`Hub::fast_candidates`); else from the records of other nodes' sessions read recently
-//!    ([`super::remote_cache`]); else from the registry (one lookup, bounded by the deadline).
-//!    When the registry cannot be read, this node's own sessions are still answered.
-//! 2. Candidates are asked newest first, each within an even share of the time left, so that a
+//!    ([`super::remote_cache`]); else from the registry (one lookup, bounded by the deadline),
+//!    joined by this node's own live sessions, which are answered in every registry state.
+//!    Records of peers that the last heartbeat found dead are never asked, cached or not.
+//! 2. Candidates are asked in the `--session-order` (newest first; by default a newer session
+//!    from another source only after the older source's), each within an even share of the time left, so that a
 //!    silent newest session cannot starve an older live one. A port from the RPC wins at once; a
 //!    fallback port (no peer, failed or late RPC) is kept while older sessions get their chance.
 //! 3. Cached candidates that answered nothing, or a candidate found gone, drop the token from the
 //!    cache; after failed cached candidates the registry is read within the same deadline.
+//! 4. "No live session" (404) is said only when the registry can vouch for it: not when the
+//!    lookup shows Redis lost data, nor within the settle time after a write failed
+//!    ([`Node::distrust_registry`]); then the answer is 503 + `Retry-After`.
 
 use super::Node;
 use crate::metrics::Label;
 use crate::model::{
-    DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, SessionRecord,
+    DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, SessionRecord, order,
 };
 use crate::protocol::{HostieAnswer, TokenHash};
-use crate::registry::RegistryError;
+use crate::registry::{Lookup, RegistryError};
 use crate::telemetry::ErrorChain;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,6 +40,12 @@ pub enum DiscoveryError {
     NotFound,
     #[error("cannot read the registry")]
     Registry(#[source] RegistryError),
+    /// No live session was found, but the registry refused a write or lost data within the
+    /// settle time: a record may be missing, so "no session" cannot be said.
+    #[error(
+        "no live session found, but the registry may be missing records (it refused writes or lost data recently)"
+    )]
+    Untrusted,
     #[error("no session could be asked within the deadline")]
     Unreachable(#[source] PortError),
 }
@@ -43,7 +54,7 @@ impl DiscoveryError {
     pub fn outcome(&self) -> DiscoveryOutcome {
         match self {
             Self::NotFound => DiscoveryOutcome::Miss,
-            Self::Registry(_) => DiscoveryOutcome::Error,
+            Self::Registry(_) | Self::Untrusted => DiscoveryOutcome::Error,
             Self::Unreachable(PortError::Timeout) => DiscoveryOutcome::Timeout,
             Self::Unreachable(_) => DiscoveryOutcome::Error,
         }
@@ -84,30 +95,38 @@ impl Node {
         let epoch = self.bus.notice_epoch();
         if let Some(local) = epoch.and_then(|epoch| self.hub.fast_candidates(hash, epoch)) {
             self.metrics.lookup(LookupSource::Hub);
-            return self.ask_in_turn(hash, &local, deadline).await;
+            return self.ask_in_turn(hash, self.ordered(local), deadline).await;
         }
         if let Some(cached) =
             epoch.and_then(|epoch| self.remote.get(hash, epoch, started.into_std()))
         {
-            self.metrics.lookup(LookupSource::Cache);
-            let result = self.ask_in_turn(hash, &cached, deadline).await;
-            if result.is_ok() || Instant::now() + self.margin() >= deadline {
-                return result;
+            let cached = self.without_dead(cached);
+            if cached.is_empty() {
+                self.remote.forget(hash);
+            } else {
+                self.metrics.lookup(LookupSource::Cache);
+                let result = self.ask_in_turn(hash, self.ordered(cached), deadline).await;
+                if result.is_ok() || Instant::now() + self.margin() >= deadline {
+                    return result;
+                }
+                tracing::debug!("cached candidates answered nothing; reading the registry");
             }
-            tracing::debug!("cached candidates answered nothing; reading the registry");
         }
         let ticket = epoch.map(|epoch| self.remote.ticket(epoch, Instant::now().into_std()));
         // Bounded by the deadline too: after cached candidates, little of it may be left.
         let lookup = tokio::time::timeout_at(deadline, self.registry.candidates(hash))
             .await
             .unwrap_or(Err(RegistryError::Deadline));
-        let candidates = match lookup {
-            Ok(c) => {
+        let (candidates, complete) = match lookup {
+            Ok(Lookup { records, complete }) => {
                 self.metrics.lookup(LookupSource::Registry);
-                if let Some(ticket) = ticket {
-                    self.remote.put(*hash, &c, ticket);
+                let records = self.without_dead(records);
+                if let Some(ticket) = ticket.filter(|_| complete) {
+                    self.remote.put(*hash, &records, ticket);
                 }
-                c
+                // This node's own live sessions are candidates whatever the registry says: it
+                // may have refused their writes, or lost them.
+                (self.with_local(hash, records), complete)
             }
             Err(e) => {
                 let local = self.hub.local_candidates(hash);
@@ -116,10 +135,34 @@ impl Node {
                 }
                 self.metrics.lookup(LookupSource::Hub);
                 tracing::debug!(error = %ErrorChain(&e), "registry unreadable; answering from the hub");
-                local
+                (local, false)
             }
         };
-        self.ask_in_turn(hash, &candidates, deadline).await
+        match self
+            .ask_in_turn(hash, self.ordered(candidates), deadline)
+            .await
+        {
+            Err(DiscoveryError::NotFound) if !complete || !self.registry_trusted() => {
+                Err(DiscoveryError::Untrusted)
+            }
+            result => result,
+        }
+    }
+
+    /// `records` and this node's live sessions of the token, each once.
+    fn with_local(&self, hash: &TokenHash, mut records: Vec<SessionRecord>) -> Vec<SessionRecord> {
+        for record in self.hub.local_candidates(hash) {
+            if !records.iter().any(|r| r.session == record.session) {
+                records.push(record);
+            }
+        }
+        records
+    }
+
+    /// Candidates in the order they are asked (`--session-order`).
+    fn ordered(&self, mut candidates: Vec<SessionRecord>) -> Vec<SessionRecord> {
+        order(&mut candidates, self.settings.session_order);
+        candidates
     }
 
     /// What a discovery keeps of its deadline for answering once the candidates are asked.
@@ -134,7 +177,7 @@ impl Node {
     async fn ask_in_turn(
         &self,
         hash: &TokenHash,
-        candidates: &[SessionRecord],
+        candidates: Vec<SessionRecord>,
         deadline: Instant,
     ) -> Result<Discovered, DiscoveryError> {
         let margin = self.margin();

@@ -11,12 +11,13 @@ use crate::model::{NodeId, RpcOutcome, SessionId};
 use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
 use crate::protocol::{PeerHint, Token};
-use crate::registry::MemoryRegistry;
+use crate::registry::{MemoryRegistry, Registry};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(3);
 const FALLBACK_PORT: u16 = 8788;
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// How a simulated gateway answers `getHostieGrpcPort`.
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +56,10 @@ impl Cluster {
             max_sessions_per_token: 10,
             drain_spread: Duration::from_secs(1),
             drain_grace: Duration::from_secs(1),
+            registry_settle: SETTLE,
+            session_order: crate::model::SessionOrder::Source,
         };
-        let hub = Arc::new(Hub::new(100, FALLBACK_PORT, metrics.clone()));
+        let hub = Arc::new(Hub::new(100, 0, FALLBACK_PORT, metrics.clone()));
         let remote = RemoteCache::new(Duration::from_secs(10), 100);
         Node::new(settings, hub, self.registry.clone(), bus, remote, metrics)
     }
@@ -81,6 +84,7 @@ impl Cluster {
             host: format!("10.0.0.{hint}"),
             port_hint: Some(hint),
             peer: PeerHint::Ask,
+            source: None,
         };
         let (tx, mut rx) = mpsc::channel(8);
         node.register(Arc::new(record.clone()), true, tx)
@@ -292,4 +296,109 @@ async fn a_draining_owner_answers_nothing_and_the_next_candidate_does() {
         0,
         "the Leave dropped the cache"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_owner_answers_for_a_live_session_the_registry_lost() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let t = token("lost-record");
+    let record = cluster.gateway(&a, &t, 1, Gateway::Port(1001)).await;
+    // The registry loses the record (a refused write, a flush): a peer registering the token
+    // too makes it shared, so the owner reads the registry instead of its hub alone.
+    let other = cluster.gateway(&b, &t, 2, Gateway::Port(1002)).await;
+    cluster
+        .registry
+        .release(&record.token, record.session)
+        .await
+        .unwrap();
+    b.release(&other).await;
+    let (result, took) = timed(&a, &t).await;
+    assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
+    assert_eq!(took, Duration::ZERO);
+    assert_eq!(
+        lookups(&a, LookupSource::Registry),
+        1,
+        "it read the registry"
+    );
+    // The peer cannot know of it: while it trusts the registry that is a 404.
+    assert!(matches!(
+        b.discover(&t).await,
+        Err(DiscoveryError::NotFound)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_session_is_unsure_for_the_settle_time_after_a_write_failed() {
+    let cluster = Cluster::new();
+    let a = cluster.node("a");
+    let t = token("unsure");
+    assert!(matches!(
+        a.discover(&t).await,
+        Err(DiscoveryError::NotFound)
+    ));
+    a.distrust_registry();
+    assert!(!a.registry_trusted());
+    let result = a.discover(&t).await;
+    assert!(
+        matches!(result, Err(DiscoveryError::Untrusted)),
+        "{result:?}"
+    );
+    assert_eq!(result.unwrap_err().outcome(), DiscoveryOutcome::Error);
+    tokio::time::advance(SETTLE - Duration::from_millis(1)).await;
+    assert!(matches!(
+        a.discover(&t).await,
+        Err(DiscoveryError::Untrusted)
+    ));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(a.registry_trusted());
+    assert!(matches!(
+        a.discover(&t).await,
+        Err(DiscoveryError::NotFound)
+    ));
+    // A live session is answered whatever the trust.
+    cluster.gateway(&a, &t, 1, Gateway::Port(1001)).await;
+    a.distrust_registry();
+    assert_eq!(
+        port(&a.discover(&t).await),
+        Some((1001, DiscoveryOutcome::Hit))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_peer_is_never_asked_cached_or_not() {
+    let cluster = Cluster::new();
+    let (a, b, c, d) = (
+        cluster.node("a"),
+        cluster.node("b"),
+        cluster.node("c"),
+        cluster.node("d"),
+    );
+    let t = token("hung-owner");
+    cluster.gateway(&c, &t, 1, Gateway::Port(1001)).await;
+    // `b` hangs (a paused process): its session never answers, its bus end stays subscribed.
+    cluster.gateway(&b, &t, 2, Gateway::Silent).await;
+    let (result, took) = timed(&a, &t).await;
+    assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
+    assert!(
+        took > Duration::from_secs(1),
+        "the hung owner had its share"
+    );
+    // The cache still names b's session (it answered its fallback in time, so it stayed).
+    // The heartbeat then finds b dead: it is never asked again, from the cache ...
+    a.set_dead_peers([NodeId("b".into())]);
+    let (result, took) = timed(&a, &t).await;
+    assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
+    assert_eq!(took, Duration::ZERO);
+    assert_eq!(
+        lookups(&a, LookupSource::Cache),
+        1,
+        "answered from the cache"
+    );
+    // ... nor from the registry.
+    d.set_dead_peers([NodeId("b".into()), NodeId("d".into())]);
+    let (result, took) = timed(&d, &t).await;
+    assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
+    assert_eq!(took, Duration::ZERO);
+    assert_eq!(lookups(&d, LookupSource::Registry), 1);
 }

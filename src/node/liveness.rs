@@ -3,8 +3,10 @@
 //! Every `interval`: renew this node's heartbeat; when the registry had no entry for it (first
 //! beat, Redis restarted empty or flushed, or a long pause got it swept), when the previous beat
 //! failed, or when a registration was kept locally during an outage, write every session again;
-//! sweep the records of peers whose heartbeat ran out. Every `anti_entropy` the records are
-//! re-written anyway (2 commands per session, pipelined).
+//! hide and sweep the records of peers whose heartbeat ran out. Every `anti_entropy` the records
+//! are re-written anyway (2 commands per session, pipelined). A failed beat, or one that found
+//! this node's entry gone, makes the node distrust the registry's "no session" for a while
+//! (`Node::distrust_registry`).
 
 use super::Node;
 use crate::telemetry::ErrorChain;
@@ -15,45 +17,60 @@ use std::time::{Duration, Instant};
 pub struct LivenessSettings {
     pub interval: Duration,
     pub anti_entropy: Duration,
+    /// The heartbeat TTL: peers are judged dead only after this node's own heartbeats have
+    /// worked for this long.
+    pub ttl: Duration,
 }
 
 /// Runs until the task is aborted (at drain, before the node removes its records).
 pub async fn run(node: Arc<Node>, settings: LivenessSettings) {
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut healthy = false;
-    let mut last_full = Instant::now();
+    let mut state = State {
+        healthy_since: None,
+        last_full: Instant::now(),
+    };
     loop {
         tick.tick().await;
-        healthy = beat(&node, settings, healthy, &mut last_full).await;
+        beat(&node, settings, &mut state).await;
     }
 }
 
-/// One round; returns whether the registry answered throughout.
-async fn beat(
-    node: &Node,
-    settings: LivenessSettings,
-    healthy: bool,
-    last_full: &mut Instant,
-) -> bool {
+struct State {
+    /// Since when every beat worked (`None`: the last one failed).
+    healthy_since: Option<Instant>,
+    last_full: Instant,
+}
+
+/// One round.
+async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
     let registry = node.registry();
     let heartbeat = match registry.heartbeat(node.id()).await {
         Ok(h) => h,
         Err(e) => {
-            if healthy {
+            if state.healthy_since.take().is_some() {
                 tracing::warn!(error = %ErrorChain(&e), "heartbeat failed; local sessions stay open");
             }
-            return false;
+            // A heartbeat is a write: other nodes' writes are likely failing too.
+            node.distrust_registry();
+            return;
         }
     };
+    if heartbeat.fresh {
+        // This node's entry was gone: Redis lost data, or this node was swept after a pause.
+        // Every node re-asserts within the settle time; until then "no session" is unsure.
+        node.distrust_registry();
+    }
     node.metrics().peers_alive.set(heartbeat.alive as i64);
+    let recovered = state.healthy_since.is_none();
+    let healthy_since = *state.healthy_since.get_or_insert_with(Instant::now);
     let dirty = node.take_dirty();
-    let due = last_full.elapsed() >= settings.anti_entropy;
-    if heartbeat.fresh || !healthy || dirty || due {
+    let due = state.last_full.elapsed() >= settings.anti_entropy;
+    if heartbeat.fresh || recovered || dirty || due {
         match node.reassert_all().await {
             Ok(n) => {
-                *last_full = Instant::now();
-                if heartbeat.fresh || !healthy || dirty {
+                state.last_full = Instant::now();
+                if heartbeat.fresh || recovered || dirty {
                     tracing::info!(
                         sessions = n,
                         fresh = heartbeat.fresh,
@@ -63,10 +80,19 @@ async fn beat(
             }
             Err(e) => {
                 tracing::warn!(error = %ErrorChain(&e), "re-assertion failed; retrying next beat");
-                return false;
+                state.healthy_since = None;
+                return;
             }
         }
     }
+    // After an outage every peer's heartbeat ran out too, though they are alive: they are judged
+    // (hidden from discovery, swept) only once this node has beaten for a whole TTL, which
+    // gives every live peer the time to beat again.
+    if healthy_since.elapsed() < settings.ttl {
+        node.set_dead_peers([]);
+        return;
+    }
+    node.set_dead_peers(heartbeat.dead.iter().cloned());
     for dead in heartbeat.dead.iter().filter(|d| *d != node.id()) {
         match registry.sweep(dead).await {
             Ok(n) => {
@@ -76,5 +102,4 @@ async fn beat(
             Err(e) => tracing::debug!(node = %dead, error = %ErrorChain(&e), "sweep failed"),
         }
     }
-    true
 }

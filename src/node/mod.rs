@@ -11,14 +11,15 @@ pub mod liveness;
 pub mod remote_cache;
 
 use crate::bus::{Bus, PortResponder};
-use crate::hub::{Hub, NodeFull, SessionCmd};
+use crate::hub::{Full, Hub, SessionCmd};
 use crate::metrics::Metrics;
-use crate::model::{Limit, NodeId, PortAnswer, PortError, SessionId, SessionRecord};
+use crate::model::{Limit, NodeId, PortAnswer, PortError, SessionId, SessionOrder, SessionRecord};
 use crate::protocol::TokenHash;
 use crate::registry::{Admission, Registry, RegistryError};
 use crate::telemetry::ErrorChain;
 use async_trait::async_trait;
 use remote_cache::RemoteCache;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -39,6 +40,12 @@ pub struct NodeSettings {
     pub drain_spread: Duration,
     /// Drain gives up waiting for sessions to close after this long.
     pub drain_grace: Duration,
+    /// After the registry refused a write or showed it lost data, how long a lookup that found
+    /// no live session is answered 503 instead of 404: every live node re-asserts within it
+    /// (the heartbeat TTL).
+    pub registry_settle: Duration,
+    /// In which order a token's sessions are asked (`--session-order`).
+    pub session_order: SessionOrder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +56,8 @@ pub enum RegisterError {
     NodeFull,
     #[error("token is at its session limit")]
     TokenFull,
+    #[error("too many sessions from this address")]
+    SourceFull,
 }
 
 pub struct Node {
@@ -65,6 +74,10 @@ pub struct Node {
     /// Records of closed sessions whose removal failed (registry unreachable), retried by the
     /// next re-assertion so that a stale record never outlives an outage.
     unreleased: Mutex<Vec<(TokenHash, SessionId)>>,
+    /// Until when the registry may be missing records (see [`Node::distrust_registry`]).
+    suspect_until: Mutex<Option<Instant>>,
+    /// Peers whose heartbeat ran out, as of the last heartbeat: never asked, cached or not.
+    dead_peers: Mutex<HashSet<NodeId>>,
 }
 
 impl Node {
@@ -87,6 +100,8 @@ impl Node {
             draining: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             unreleased: Mutex::default(),
+            suspect_until: Mutex::default(),
+            dead_peers: Mutex::default(),
         });
         let responder: Weak<dyn PortResponder> = Arc::downgrade(&node) as _;
         node.bus.serve(responder);
@@ -137,9 +152,15 @@ impl Node {
         let epoch = self.bus.notice_epoch();
         self.hub
             .insert(record.clone(), discoverable, cmd, epoch)
-            .map_err(|NodeFull| {
-                self.metrics.limit(Limit::SessionsPerNode);
-                RegisterError::NodeFull
+            .map_err(|full| match full {
+                Full::Node => {
+                    self.metrics.limit(Limit::SessionsPerNode);
+                    RegisterError::NodeFull
+                }
+                Full::Source => {
+                    self.metrics.limit(Limit::SessionsPerSource);
+                    RegisterError::SourceFull
+                }
             })?;
         if !discoverable {
             return Ok(());
@@ -170,15 +191,48 @@ impl Node {
                 self.hub.mark_shared(&record.token);
                 self.remote.forget(&record.token);
                 self.dirty.store(true, Ordering::SeqCst);
+                self.distrust_registry();
                 tracing::warn!(error = %ErrorChain(&e), "registry unavailable; session kept locally until it can be re-asserted");
                 Ok(())
             }
         }
     }
 
+    /// The registry refused a write or lost data: records written by any node may be missing
+    /// until every node has re-asserted, so for the settle time from now a lookup that finds no
+    /// live session is answered 503, not 404. Every write failure calls this, and so does a
+    /// heartbeat that found this node's entry gone.
+    pub fn distrust_registry(&self) {
+        let until = Instant::now() + self.settings.registry_settle;
+        let mut suspect = lock(&self.suspect_until);
+        if suspect.is_none_or(|t| t < until) {
+            *suspect = Some(until);
+        }
+    }
+
+    /// Whether a lookup that found no live session may be answered 404.
+    pub fn registry_trusted(&self) -> bool {
+        lock(&self.suspect_until).is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// Replaces the set of peers whose heartbeat ran out (this node is never one of them).
+    pub fn set_dead_peers(&self, dead: impl IntoIterator<Item = NodeId>) {
+        let dead = dead.into_iter().filter(|n| n != self.id()).collect();
+        *lock(&self.dead_peers) = dead;
+    }
+
+    /// `records` without those of dead peers.
+    fn without_dead(&self, mut records: Vec<SessionRecord>) -> Vec<SessionRecord> {
+        let dead = lock(&self.dead_peers);
+        if !dead.is_empty() {
+            records.retain(|r| !dead.contains(&r.node));
+        }
+        records
+    }
+
     fn unreleased_lock(&self) -> MutexGuard<'_, Vec<(TokenHash, SessionId)>> {
         // Pushes and whole takes only: consistent even after a panic elsewhere.
-        self.unreleased.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.unreleased)
     }
 
     /// Whether a registration is waiting to be written to the registry; clears the flag.
@@ -192,6 +246,7 @@ impl Node {
         let snapshot = self.hub.discoverable_records();
         if let Err(e) = self.registry.reassert(&snapshot).await {
             self.dirty.store(true, Ordering::SeqCst);
+            self.distrust_registry();
             return Err(e);
         }
         let mut gone: Vec<_> = std::mem::take(&mut *self.unreleased_lock());
@@ -260,6 +315,11 @@ impl Node {
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(node = %self.id(), left = self.hub.len(), took_ms = started.elapsed().as_millis() as u64, "drained");
     }
+}
+
+/// Locks a mutex whose value is replaced whole, so it is consistent even after a panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The owner side of the bus: other nodes' requests for this node's sessions, and their notices.

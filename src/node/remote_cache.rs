@@ -152,6 +152,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port_hint: Some(1),
             peer: PeerHint::Ask,
+            source: None,
         }
     }
 

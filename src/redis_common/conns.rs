@@ -10,7 +10,7 @@
 //! that created it, so a worker thread that always uses "its" connection never wakes another
 //! thread to reach Redis (the profile showed those wake-ups as the largest cost).
 
-use deadpool_redis::{Connection, CreatePoolError, Pool};
+use deadpool_redis::{Connection, Pool};
 use redis::aio::MultiplexedConnection;
 use std::future::Future;
 use std::sync::Mutex;
@@ -113,14 +113,40 @@ impl RedisConns {
     }
 }
 
-/// A pool of multiplexed Redis connections whose waits, connects and recycles are all bounded
-/// by `op_timeout`, so that a hung Redis cannot hold a request past its deadline.
-pub fn redis_pool(url: &str, op_timeout: Duration) -> Result<Pool, CreatePoolError> {
-    let mut config = deadpool_redis::Config::from_url(url);
-    let mut pool = deadpool_redis::PoolConfig::new(POOL_SIZE);
-    pool.timeouts.wait = Some(op_timeout);
-    pool.timeouts.create = Some(op_timeout);
-    pool.timeouts.recycle = Some(op_timeout);
-    config.pool = Some(pool);
-    config.create_pool(Some(deadpool_redis::Runtime::Tokio1))
+/// A pool of multiplexed Redis connections whose waits, connects, recycles and replies are all
+/// bounded by `op_timeout`, so that a hung Redis cannot hold a request past its deadline.
+///
+/// The redis crate bounds every reply by its own default response timeout (500 ms in 1.x) and
+/// every connect by another (1 s); deadpool-redis' `Config::create_pool` keeps those defaults.
+/// Both are set here to hostie's one Redis deadline (`--redis-timeout`) through
+/// `Manager::new_with_config`, so that no limit but that one decides when Redis is too slow.
+pub fn redis_pool(url: &str, op_timeout: Duration) -> Result<Pool, RedisPoolError> {
+    let manager = deadpool_redis::Manager::new_with_config(url, connection_config(op_timeout))
+        .map_err(RedisPoolError::Url)?;
+    let timeouts = deadpool_redis::Timeouts {
+        wait: Some(op_timeout),
+        create: Some(op_timeout),
+        recycle: Some(op_timeout),
+    };
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .timeouts(timeouts)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(RedisPoolError::Build)
+}
+
+/// Connection settings with hostie's Redis deadline in place of the redis crate's defaults.
+pub fn connection_config(op_timeout: Duration) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(op_timeout))
+        .set_response_timeout(Some(op_timeout))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisPoolError {
+    #[error("invalid Redis URL")]
+    Url(#[source] redis::RedisError),
+    #[error("cannot build the connection pool")]
+    Build(#[source] deadpool_redis::BuildError),
 }

@@ -34,6 +34,11 @@ impl Keys {
         format!("{}:nodes", self.prefix)
     }
 
+    /// Written by readiness checks: a write that fails when Redis refuses writes.
+    pub fn probe(&self, node: &NodeId) -> String {
+        format!("{}:node:{}:probe", self.prefix, node.0)
+    }
+
     pub fn node_channel(&self, node: &NodeId) -> String {
         format!("{}:node:{}", self.prefix, node.0)
     }
@@ -60,6 +65,7 @@ mod tests {
         assert_eq!(k.token(&h), format!("hostie:tok:{}", "ab".repeat(32)));
         assert_eq!(k.node_sessions(&n), "hostie:node:a:sessions");
         assert_eq!(k.nodes(), "hostie:nodes");
+        assert_eq!(k.probe(&n), "hostie:node:a:probe");
         assert_eq!(k.node_channel(&n), "hostie:node:a");
         assert_eq!(k.events_channel(), "hostie:events");
         let s = SessionId(uuid::Uuid::nil());

@@ -1,6 +1,6 @@
 //! In-memory registry: the embedded single-node mode, and in-process clusters in tests.
 
-use super::{Admission, Heartbeat, Registry, RegistryError};
+use super::{Admission, Heartbeat, Lookup, Registry, RegistryError};
 use crate::memory_broker::{MemoryBroker, Topic};
 use crate::model::{BusMessage, NodeId, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
@@ -70,10 +70,13 @@ impl Registry for MemoryRegistry {
         Ok(())
     }
 
-    async fn candidates(&self, token: &TokenHash) -> Result<Vec<SessionRecord>, RegistryError> {
-        let mut list = self.lock().get(token).cloned().unwrap_or_default();
-        newest_first(&mut list);
-        Ok(list)
+    async fn candidates(&self, token: &TokenHash) -> Result<Lookup, RegistryError> {
+        let mut records = self.lock().get(token).cloned().unwrap_or_default();
+        newest_first(&mut records);
+        Ok(Lookup {
+            records,
+            complete: true,
+        })
     }
 
     async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError> {

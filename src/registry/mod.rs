@@ -54,13 +54,16 @@ pub trait Registry: Send + Sync + 'static {
     /// Removes exactly this session's record (fenced by id).
     async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError>;
 
-    /// The token's live sessions, newest first.
-    async fn candidates(&self, token: &TokenHash) -> Result<Vec<SessionRecord>, RegistryError>;
+    /// The token's recorded sessions, newest first, and whether the registry can vouch that
+    /// none is missing. Records of nodes whose heartbeat ran out are included until swept: the
+    /// node leaves out the ones its last heartbeat reported dead.
+    async fn candidates(&self, token: &TokenHash) -> Result<Lookup, RegistryError>;
 
     /// Removes every record of a node (drain).
     async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError>;
 
-    /// Whether commands work, for readiness.
+    /// Whether the registry takes writes, for readiness: a write, because a Redis that still
+    /// answers reads may refuse writes (paused, out of memory, demoted to a replica).
     async fn check(&self) -> Result<(), RegistryError>;
 
     /// Marks this node alive for another TTL and reports the cluster's view.
@@ -73,6 +76,17 @@ pub trait Registry: Send + Sync + 'static {
     /// Writes these records again, whatever the backend lost (restart, flush, failover).
     /// Never checks caps: these sessions are already live.
     async fn reassert(&self, records: &[SessionRecord]) -> Result<(), RegistryError>;
+}
+
+/// What a lookup read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    pub records: Vec<SessionRecord>,
+    /// False when the registry shows it lost data since this node last wrote it: this node's
+    /// own heartbeat entry is gone (Redis restarted empty, was flushed or failed over to a
+    /// replica that missed writes, or this node was swept after a pause). Records may then be
+    /// missing until every node has re-asserted, so no answer may say "no session".
+    pub complete: bool,
 }
 
 /// What one heartbeat learned.

@@ -3,7 +3,7 @@
 //! Atomic steps are Lua scripts (`lua/*.lua`, each documenting its KEYS and ARGV). Every call
 //! is bounded by `op_timeout`, and every failure is counted by operation.
 
-use super::{Admission, Heartbeat, Registry, RegistryError};
+use super::{Admission, Heartbeat, Lookup, Registry, RegistryError};
 use crate::metrics::Metrics;
 use crate::model::{BusMessage, NodeId, RedisOp, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
@@ -32,9 +32,6 @@ pub struct RedisRegistry {
     node: NodeId,
     heartbeat_ttl: Duration,
     metrics: Arc<Metrics>,
-    /// Nodes whose heartbeat ran out, as of this node's last heartbeat: their records are left
-    /// out of lookups until a sweep removes them.
-    dead: std::sync::Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl RedisRegistry {
@@ -51,7 +48,6 @@ impl RedisRegistry {
             node,
             heartbeat_ttl,
             metrics,
-            dead: std::sync::Mutex::default(),
         }
     }
 
@@ -136,28 +132,29 @@ impl Registry for RedisRegistry {
         .await
     }
 
-    /// One plain `HVALS`: the cheapest lookup Redis can serve. Records of nodes whose heartbeat
-    /// ran out are left out here (the last heartbeat listed them); a node that died since is
-    /// caught by its PUBLISH reaching no subscriber.
-    async fn candidates(&self, token: &TokenHash) -> Result<Vec<SessionRecord>, RegistryError> {
-        let token_key = self.keys.token(token);
-        let raw: Vec<String> = self
+    /// One plain `HVALS`, pipelined with this node's own heartbeat score: the cheapest lookup
+    /// Redis can serve that also tells whether Redis lost data (this node's entry is gone).
+    async fn candidates(&self, token: &TokenHash) -> Result<Lookup, RegistryError> {
+        let (token_key, nodes_key) = (self.keys.token(token), self.keys.nodes());
+        let (raw, own): (Vec<String>, Option<f64>) = self
             .run(RedisOp::Lookup, |mut conn| async move {
-                redis::cmd("HVALS")
+                redis::pipe()
+                    .cmd("HVALS")
                     .arg(token_key)
+                    .zscore(nodes_key, &self.node.0)
                     .query_async(&mut conn)
                     .await
             })
             .await?;
-        let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
         let mut records: Vec<SessionRecord> = raw
             .iter()
             .filter_map(|json| serde_json::from_str::<SessionRecord>(json).ok())
-            .filter(|r| !dead.contains(&r.node))
             .collect();
-        drop(dead);
         newest_first(&mut records);
-        Ok(records)
+        Ok(Lookup {
+            records,
+            complete: own.is_some(),
+        })
     }
 
     async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError> {
@@ -166,9 +163,17 @@ impl Registry for RedisRegistry {
             .map(drop)
     }
 
+    /// A `SET` of this node's probe key, expiring after a minute.
     async fn check(&self) -> Result<(), RegistryError> {
-        self.run(RedisOp::Ping, |mut conn| async move {
-            redis::cmd("PING").query_async::<()>(&mut conn).await
+        let key = self.keys.probe(&self.node);
+        self.run(RedisOp::Probe, |mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(&mut conn)
+                .await
         })
         .await
     }
@@ -197,8 +202,6 @@ impl Registry for RedisRegistry {
             .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
             .map(NodeId)
             .collect();
-        // The set is replaced whole, so a node that beats again is offered again at once.
-        *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = dead.iter().cloned().collect();
         Ok(Heartbeat {
             fresh: int(reply.first()) == 1,
             alive: int(reply.get(1)).max(0) as usize,

@@ -5,6 +5,7 @@
 
 use crate::helpers::{eventually, init, prefix};
 use async_trait::async_trait;
+use hostie::bus::redis::SubscriberSettings;
 use hostie::bus::{Bus, MemoryTransport, PortResponder, RedisTransport, Transport};
 use hostie::memory_broker::MemoryBroker;
 use hostie::metrics::Metrics;
@@ -125,8 +126,13 @@ async fn redis() -> Backend {
     };
     let transport = |node: &NodeId, metrics| -> Arc<dyn Transport> {
         let client = redis::Client::open(redis.url()).unwrap();
+        let subscriber = SubscriberSettings {
+            op_timeout,
+            probe_every: Duration::from_millis(200),
+        };
         Arc::new(RedisTransport::new(
             client,
+            subscriber,
             conns(),
             keys.clone(),
             node.clone(),
@@ -239,6 +245,7 @@ async fn contract(backend: Backend) {
         host: "127.0.0.1".into(),
         port_hint: None,
         peer: PeerHint::Ask,
+        source: None,
     };
     registry.register(&record, 10).await.expect("admitted");
     assert!(

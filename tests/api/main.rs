@@ -5,6 +5,7 @@
 mod helpers;
 
 mod bus_contract;
+mod close_handshake;
 mod cluster;
 mod cluster_faults;
 mod deploy;
@@ -14,8 +15,10 @@ mod fault_suite;
 mod layers;
 mod lifecycle;
 mod limits;
+mod redis_states;
 mod redis_traffic;
 mod registration;
 mod registry_contract;
 mod rpc;
+mod session_order;
 mod tls;

@@ -145,8 +145,8 @@ async fn round_trip_budget_registration_discovery_release() {
     let discovery = commands_between(&log, "\"m2\"", "\"m2b\"");
     assert_eq!(
         discovery,
-        ["HVALS", "PUBLISH", "PUBLISH"],
-        "cross-node discovery: lookup, request, reply:\n{log}"
+        ["HVALS", "ZSCORE", "PUBLISH", "PUBLISH"],
+        "cross-node discovery: lookup (one pipeline), request, reply:\n{log}"
     );
     let repeated = commands_between(&log, "\"m2c\"", "\"m3\"");
     assert_eq!(

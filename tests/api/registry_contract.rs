@@ -11,7 +11,7 @@ use hostie::registry::{Admission, MemoryRegistry, RedisRegistry, Registry};
 use hostie_testkit::redis_server::RedisServer;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const CAP: usize = 3;
 
@@ -36,6 +36,7 @@ fn record(token: TokenHash, node: &NodeId, at: u64) -> SessionRecord {
         host: "127.0.0.1".into(),
         port_hint: Some(18789),
         peer: PeerHint::Ask,
+        source: None,
     }
 }
 
@@ -108,7 +109,7 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
         let mut want = model.get(&token).cloned().unwrap_or_default();
         newest_first(&mut want);
         let got = registry.candidates(&token).await.unwrap();
-        assert_eq!(got, want, "step {step}: candidates newest first");
+        assert_eq!(got.records, want, "step {step}: candidates newest first");
     }
     // Re-assertion restores exactly what was lost.
     let everything: Vec<SessionRecord> = model.values().flatten().cloned().collect();
@@ -120,7 +121,7 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
     for token in &tokens {
         let mut want = model.get(token).cloned().unwrap_or_default();
         newest_first(&mut want);
-        assert_eq!(registry.candidates(token).await.unwrap(), want);
+        assert_eq!(registry.candidates(token).await.unwrap().records, want);
     }
 }
 
@@ -142,7 +143,7 @@ async fn redis_registry_keeps_the_contract() {
 }
 
 #[tokio::test]
-async fn dead_nodes_are_hidden_at_once_and_swept_only_while_dead() {
+async fn dead_nodes_are_reported_at_once_and_swept_only_while_dead() {
     init();
     let redis = RedisServer::start();
     let short = redis_registry(&redis, "short", Duration::from_millis(300));
@@ -164,16 +165,17 @@ async fn dead_nodes_are_hidden_at_once_and_swept_only_while_dead() {
         Admission::Admitted { shared: true },
         "another live node holds the token"
     );
-    assert_eq!(long.candidates(&token).await.unwrap().len(), 2);
+    assert_eq!(long.candidates(&token).await.unwrap().records.len(), 2);
     // Not dead yet: a sweep is fenced off.
     assert_eq!(long.sweep(&dying).await.unwrap(), 0);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // Hidden from lookups as soon as a heartbeat saw its TTL run out, before any sweep.
+    // Reported by the next heartbeat once its TTL ran out (the node then hides its records),
+    // and still in the registry until swept.
     let hb = long.heartbeat(&living).await.unwrap();
     assert_eq!(hb.dead, vec![dying.clone()]);
     assert_eq!(hb.alive, 1);
-    assert_eq!(long.candidates(&token).await.unwrap(), vec![new.clone()]);
+    assert_eq!(long.candidates(&token).await.unwrap().records.len(), 2);
     assert_eq!(
         redis
             .cli(&["HLEN", &Keys::new(&redis_prefix(&redis)).token(&token)])
@@ -202,15 +204,12 @@ async fn dead_nodes_are_hidden_at_once_and_swept_only_while_dead() {
         Admission::Admitted { shared: false }
     );
 
-    // A dead node's record no longer makes a token shared.
-    let newer = record(token, &living, 3);
-    assert_eq!(
-        long.register(&newer, CAP).await.unwrap(),
-        Admission::Admitted { shared: false }
-    );
-
-    // A node that beats again after being swept is fresh: it must re-assert.
+    // A swept node's lookups say the registry lost its data, until it beats again (fresh:
+    // it must re-assert).
+    assert!(!short.candidates(&token).await.unwrap().complete);
+    assert!(long.candidates(&token).await.unwrap().complete);
     assert!(short.heartbeat(&dying).await.unwrap().fresh);
+    assert!(short.candidates(&token).await.unwrap().complete);
 }
 
 #[tokio::test]
@@ -223,4 +222,52 @@ async fn redis_down_is_an_error_not_an_empty_answer() {
     assert!(registry.check().await.is_err());
     assert!(registry.candidates(&TokenHash([1; 32])).await.is_err());
     assert!(registry.heartbeat(&NodeId("a".into())).await.is_err());
+}
+
+#[tokio::test]
+async fn readiness_fails_while_redis_answers_reads_but_refuses_writes() {
+    init();
+    let redis = RedisServer::start();
+    let registry = redis_registry(&redis, "a", Duration::from_secs(60));
+    let node = NodeId("a".into());
+    registry.heartbeat(&node).await.unwrap();
+    registry.check().await.unwrap();
+    let token = TokenHash([2; 32]);
+    let mut refusals = vec![
+        // A demoted primary: a replica of a primary it cannot reach keeps its data, read-only.
+        (
+            vec!["REPLICAOF", "127.0.0.1", "1"],
+            vec!["REPLICAOF", "NO", "ONE"],
+        ),
+        // Out of memory with nothing to evict.
+        (
+            vec!["CONFIG", "SET", "maxmemory", "1"],
+            vec!["CONFIG", "SET", "maxmemory", "0"],
+        ),
+        // A failover pause: writes wait (longer than the operation timeout), reads answer.
+        (
+            vec!["CLIENT", "PAUSE", "3000", "WRITE"],
+            vec!["CLIENT", "UNPAUSE"],
+        ),
+    ];
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    for (refuse, restore) in refusals.drain(..) {
+        redis.cli(&refuse);
+        let started = Instant::now();
+        assert!(registry.check().await.is_err(), "{refuse:?}: not ready");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{refuse:?}: bounded"
+        );
+        assert!(
+            registry.candidates(&token).await.is_ok(),
+            "{refuse:?}: reads work"
+        );
+        assert!(
+            registry.heartbeat(&node).await.is_err(),
+            "{refuse:?}: beats fail"
+        );
+        redis.cli(&restore);
+        registry.check().await.unwrap();
+    }
 }

@@ -712,7 +712,15 @@ where
                                 this.state.set(State::None);
 
                                 if not_pipelined && close_for_unread_payload {
-                                    if this.config.client_disconnect_deadline().is_some() {
+                                    // hostie: an upgraded connection's body ends when its own
+                                    // protocol is over (a WebSocket after its closing
+                                    // handshake): nothing is left to drain, and RFC 6455 §7.1.1
+                                    // has the server close TCP first, at once. Lingering here
+                                    // waited for the client's FIN, which a client following the
+                                    // RFC never sends first: a second per closed WebSocket.
+                                    if this.config.client_disconnect_deadline().is_some()
+                                        && !this.codec.upgrade()
+                                    {
                                         Self::enter_linger(this.flags);
                                     } else {
                                         this.flags.insert(Flags::SHUTDOWN | Flags::FINISHED);
@@ -770,7 +778,15 @@ where
                                 this.state.set(State::None);
 
                                 if not_pipelined && close_for_unread_payload {
-                                    if this.config.client_disconnect_deadline().is_some() {
+                                    // hostie: an upgraded connection's body ends when its own
+                                    // protocol is over (a WebSocket after its closing
+                                    // handshake): nothing is left to drain, and RFC 6455 §7.1.1
+                                    // has the server close TCP first, at once. Lingering here
+                                    // waited for the client's FIN, which a client following the
+                                    // RFC never sends first: a second per closed WebSocket.
+                                    if this.config.client_disconnect_deadline().is_some()
+                                        && !this.codec.upgrade()
+                                    {
                                         Self::enter_linger(this.flags);
                                     } else {
                                         this.flags.insert(Flags::SHUTDOWN | Flags::FINISHED);
