@@ -81,6 +81,8 @@ impl Cluster {
                 "1s",
                 "--rpc-timeout",
                 "1s",
+                "--redis-timeout",
+                "200ms",
                 "--discovery-rate",
                 "0",
             ];
@@ -95,11 +97,13 @@ impl Cluster {
             })
             .collect();
         let harness = Harness::new(targets, DEADLINE);
+        let never: Vec<String> = (0..10).map(|i| token(&format!("never{i}"))).collect();
+        harness.add_never_registered(&never);
         for g in 0..GATEWAYS {
             harness.open(&token(&format!("g{g}")), g % NODES).await;
         }
         let ready = harness
-            .await_recovery(Instant::now(), Duration::from_secs(10))
+            .await_settled(Instant::now(), Duration::from_secs(10))
             .await;
         assert!(
             ready.is_some(),
@@ -129,7 +133,6 @@ impl Cluster {
         self.harness.start_load(LoadSpec {
             workers: 8,
             pause: Duration::from_millis(20),
-            never: (0..10).map(|i| token(&format!("never{i}"))).collect(),
             never_share: 0.15,
             seed: self.seed,
         })
@@ -218,11 +221,13 @@ async fn redis_fault(
     blocking(|| end(&mut c.redis));
     let to = Instant::now();
     let recovered = c.harness.await_recovery(to, RECOVERY_BOUND).await;
+    let settled = c.harness.await_settled(to, RECOVERY_BOUND).await;
     tokio::time::sleep(TAIL).await;
     let mut checker = c.checker();
     checker
         .fault(from, to, RECOVERY_BOUND)
         .recovered(recovered)
+        .settled(settled)
         .unready_during(&[0, 1, 2], from, to);
     c.finish(load, &mut checker).await;
 }
@@ -308,11 +313,13 @@ async fn node_frozen_past_its_heartbeat_ttl() {
     let to = Instant::now();
     c.harness.include_node(victim);
     let recovered = c.harness.await_recovery(to, RECOVERY_BOUND).await;
+    let settled = c.harness.await_settled(to, RECOVERY_BOUND).await;
     tokio::time::sleep(TAIL).await;
     let mut checker = c.checker();
     checker
         .fault(from, to, RECOVERY_BOUND)
         .recovered(recovered)
+        .settled(settled)
         // Its heartbeat ran out: the peers sweep its records, its tokens are 404 until it
         // wakes up and writes them again.
         .allow_404(
@@ -351,11 +358,13 @@ async fn node_partitioned_from_redis() {
     proxy.set(Mode::Pass);
     let to = Instant::now();
     let recovered = c.harness.await_recovery(to, RECOVERY_BOUND).await;
+    let settled = c.harness.await_settled(to, RECOVERY_BOUND).await;
     tokio::time::sleep(TAIL).await;
     let mut checker = c.checker();
     checker
         .fault(from, to, RECOVERY_BOUND)
         .recovered(recovered)
+        .settled(settled)
         // The cut node keeps its sessions and answers them itself (no 404 allowed from it);
         // its peers cannot reach it, and once its heartbeat ran out they sweep it: 404.
         .allow_404(
@@ -408,7 +417,7 @@ async fn gateways_churn_under_load() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     // After the churn every node agrees with the model at once.
-    let settled = c.harness.await_recovery(Instant::now(), DEADLINE).await;
+    let settled = c.harness.await_settled(Instant::now(), DEADLINE).await;
     let mut checker = c.checker();
     let consistent = settled.is_some();
     c.finish(load, &mut checker).await;

@@ -127,8 +127,7 @@ pub struct LoadSpec {
     pub workers: usize,
     /// Each worker's pause between two requests.
     pub pause: Duration,
-    /// Tokens never registered, asked with probability `never_share`.
-    pub never: Vec<String>,
+    /// How often a token of [`Harness::add_never_registered`] is asked.
     pub never_share: f64,
     pub seed: u64,
 }
@@ -179,6 +178,7 @@ pub struct Harness {
     enabled: Vec<AtomicBool>,
     in_flight: Vec<AtomicUsize>,
     readyz: Arc<Mutex<Vec<ReadyzSample>>>,
+    never: Mutex<Vec<String>>,
     epoch: Instant,
     stop: CancellationToken,
     ping_every: Duration,
@@ -200,6 +200,7 @@ impl Harness {
             gateways: Mutex::default(),
             next_port: AtomicU32::new(10_000),
             readyz: Arc::default(),
+            never: Mutex::default(),
             epoch: Instant::now(),
             stop: CancellationToken::new(),
             ping_every: Duration::from_secs(5),
@@ -278,6 +279,12 @@ impl Harness {
         if let Some(gw) = lock(&self.gateways).remove(&port) {
             gw.close();
         }
+    }
+
+    /// Tokens that are never registered: the load asks them too, and
+    /// [`Harness::await_settled`] expects `404` for them.
+    pub fn add_never_registered(&self, tokens: &[String]) {
+        lock(&self.never).extend_from_slice(tokens);
     }
 
     /// A copy of every session so far.
@@ -399,7 +406,10 @@ impl Harness {
     ) {
         let mut rng = fastrand::Rng::with_seed(spec.seed.wrapping_add(worker as u64));
         let client = self.client();
-        let never: Vec<Arc<str>> = spec.never.iter().map(|t| Arc::from(t.as_str())).collect();
+        let never: Vec<Arc<str>> = lock(&self.never)
+            .iter()
+            .map(|t| Arc::from(t.as_str()))
+            .collect();
         let mut known: Vec<Arc<str>> = Vec::new();
         while !stop.is_cancelled() {
             if known.len() != lock(&self.model).by_token.len() {
@@ -468,20 +478,35 @@ impl Harness {
         }
     }
 
-    /// Waits until, on every node, every token with a live session answers `200` with its
-    /// newest session's port and every other registered token `404`, checking all of them in
-    /// rounds; the end of the first round that was all right, or `None` once `within` from
-    /// `from` has passed.
+    /// Waits until every token with a live session answers `200` with its newest session's
+    /// port on every node, checking all of them in rounds: the end of the first round that was
+    /// all right, or `None` once `within` from `from` has passed. The recovery of a fault.
     pub async fn await_recovery(&self, from: Instant, within: Duration) -> Option<Instant> {
+        self.await_right(from, within, false).await
+    }
+
+    /// Like [`Harness::await_recovery`], and besides every registered token without a live
+    /// session and every token never registered answers `404` on every node: the cluster
+    /// answers every question right again (a node that cannot vouch for a miss answers it
+    /// `503` for a while after a fault).
+    pub async fn await_settled(&self, from: Instant, within: Duration) -> Option<Instant> {
+        self.await_right(from, within, true).await
+    }
+
+    async fn await_right(&self, from: Instant, within: Duration, misses: bool) -> Option<Instant> {
         let client = self.client();
         loop {
             let live = self.expected_ports();
             let live_tokens: HashSet<&str> = live.iter().map(|(t, _)| t.as_str()).collect();
-            let gone: Vec<String> = self
-                .tokens()
-                .into_iter()
-                .filter(|t| !live_tokens.contains(t.as_str()))
-                .collect();
+            let mut gone: Vec<String> = Vec::new();
+            if misses {
+                gone = self
+                    .tokens()
+                    .into_iter()
+                    .filter(|t| !live_tokens.contains(t.as_str()))
+                    .collect();
+                gone.extend(lock(&self.never).iter().cloned());
+            }
             let expected = live
                 .iter()
                 .map(|(t, p)| (t.as_str(), Some(*p)))
@@ -604,6 +629,8 @@ pub struct Checker {
     deadline: Duration,
     fault: Option<(Instant, Instant)>,
     recovered: Option<Instant>,
+    /// `None`: not measured; `Some(None)`: never within the bound.
+    settled: Option<Option<Instant>>,
     recovery_bound: Duration,
     allow_404: Vec<Allow404>,
     fast_after: Vec<FastAfter>,
@@ -618,6 +645,7 @@ impl Checker {
             deadline,
             fault: None,
             recovered: None,
+            settled: None,
             recovery_bound: Duration::ZERO,
             allow_404: Vec::new(),
             fast_after: Vec::new(),
@@ -636,6 +664,13 @@ impl Checker {
     /// What [`Harness::await_recovery`] returned.
     pub fn recovered(&mut self, at: Option<Instant>) -> &mut Self {
         self.recovered = at;
+        self
+    }
+
+    /// What [`Harness::await_settled`] returned: misses must answer `404` again within the
+    /// bound too, and a `503` is expected until then.
+    pub fn settled(&mut self, at: Option<Instant>) -> &mut Self {
+        self.settled = Some(at);
         self
     }
 
@@ -695,10 +730,15 @@ impl Checker {
         self
     }
 
-    /// Until when a `503` is expected: the fault's recovery, or its bound when it never came.
+    /// When a `503` is expected: from the fault's start until everything answered right again
+    /// (settled, else recovered), or until its bound when that never came.
     fn unavailable_until(&self) -> Option<(Instant, Instant)> {
         let (from, to) = self.fault?;
-        Some((from, self.recovered.unwrap_or(to + self.recovery_bound)))
+        let back = match self.settled {
+            Some(settled) => settled,
+            None => self.recovered,
+        };
+        Some((from, back.unwrap_or(to + self.recovery_bound)))
     }
 
     /// Judges `samples` against the sessions of `harness`.
@@ -838,6 +878,11 @@ impl Checker {
         v.recovery = self
             .fault
             .and_then(|(_, to)| self.recovered.map(|r| r.saturating_duration_since(to)));
+        v.settled = self.settled.map(|s| s.map(|at| harness.at(at)));
+        v.settle = self.settled.map(|s| {
+            s.zip(self.fault)
+                .map(|(at, (_, to))| at.saturating_duration_since(to))
+        });
         v.recovery_expected = self.fault.is_some();
         v.recovery_bound = self.recovery_bound;
         v.epoch = Some(harness.epoch);
@@ -880,6 +925,9 @@ pub struct Verdict {
     pub fault: Option<(f64, f64)>,
     pub recovered: Option<f64>,
     pub recovery: Option<Duration>,
+    /// When misses answered `404` again (`None`: not measured; `Some(None)`: never).
+    pub settled: Option<Option<f64>>,
+    pub settle: Option<Option<Duration>>,
     pub recovery_expected: bool,
     pub recovery_bound: Duration,
     epoch: Option<Instant>,
@@ -926,6 +974,17 @@ impl Verdict {
                     self.recovery_bound
                 )),
                 Some(_) => {}
+            }
+            match self.settle {
+                Some(None) => f.push(format!(
+                    "misses never answered 404 again within {:?} of the fault's end",
+                    self.recovery_bound
+                )),
+                Some(Some(s)) if s > self.recovery_bound => f.push(format!(
+                    "misses answered 404 again after {s:?}, more than {:?}",
+                    self.recovery_bound
+                )),
+                _ => {}
             }
         }
         for (check, ok) in &self.readyz_checks {
@@ -985,9 +1044,15 @@ impl Verdict {
             Some((from, to)) => {
                 let _ = writeln!(
                     t,
-                    "  fault {from:.2}–{to:.2} s | recovered at {} | recovery: {recovery}",
+                    "  fault {from:.2}–{to:.2} s | recovered at {} | recovery: {recovery}{}",
                     self.recovered
-                        .map_or("-".to_owned(), |r| format!("{r:.2} s"))
+                        .map_or("-".to_owned(), |r| format!("{r:.2} s")),
+                    match self.settle {
+                        None => String::new(),
+                        Some(Some(s)) =>
+                            format!(" | misses 404 again after {:.2} s", s.as_secs_f64()),
+                        Some(None) => " | misses never 404 again".to_owned(),
+                    }
                 );
             }
             None => {
@@ -1194,6 +1259,28 @@ mod tests {
         assert_eq!(v.late.len(), 1, "1.3 s is on time, 1.301 s is late");
         assert_eq!(v.other.len(), 2);
         assert_eq!(v.recovery, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_503_for_a_miss_is_expected_until_misses_settle_and_they_must() {
+        let (h, t0) = model(&[("a", 1, 0, 0, None)]);
+        let samples = [sample(t0, "never", 1, 4000, 4010, 503)];
+        let judge = |settled: Option<Option<u64>>| {
+            let mut c = Checker::new("t", D);
+            c.fault(ms(t0, 2000), ms(t0, 3000), Duration::from_secs(2))
+                .recovered(Some(ms(t0, 3500)));
+            if let Some(settled) = settled {
+                c.settled(settled.map(|s| ms(t0, s)));
+            }
+            c.judge(&h, &samples).failures()
+        };
+        assert_eq!(judge(None), ["503 outside the fault: 1"]);
+        assert!(judge(Some(Some(4100))).is_empty());
+        assert_eq!(
+            judge(Some(Some(5100))),
+            ["misses answered 404 again after 2.1s, more than 2s"]
+        );
+        assert_eq!(judge(Some(None)).len(), 1, "{:?}", judge(Some(None)));
     }
 
     #[test]
