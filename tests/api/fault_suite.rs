@@ -176,6 +176,9 @@ impl Cluster {
             self.started.elapsed().as_secs_f64()
         ));
         if !verdict.failures().is_empty() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                out.push_str(&format!("  node {i} metrics: {}\n", metrics(node).await));
+            }
             for i in 0..NODES {
                 let log = std::fs::read_to_string(self.logs.path().join(format!("node{i}.log")))
                     .unwrap_or_default();
@@ -195,9 +198,38 @@ impl Cluster {
                 }
             }
         }
+        if !verdict.failures().is_empty() {
+            let kept = self.logs.keep();
+            out.push_str(&format!("  node logs kept in {}\n", kept.display()));
+        }
         println!("{out}");
         verdict.assert_ok();
     }
+}
+
+/// The counters that tell a fault's story, from a node's `/metrics`, in one line.
+async fn metrics(node: &NodeProcess) -> String {
+    let Ok(res) = reqwest::get(format!("http://{}/metrics", node.admin)).await else {
+        return "unreachable".to_owned();
+    };
+    let text = res.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && [
+                    "hostie_bus_requests_total",
+                    "hostie_discoveries_total",
+                    "hostie_redis_errors_total",
+                    "hostie_reassertions_total",
+                    "hostie_swept_records_total",
+                ]
+                .iter()
+                .any(|m| l.starts_with(m))
+                && !l.ends_with(" 0")
+        })
+        .map(|l| l.replace("hostie_", ""))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn node_id(prefix: &str, i: usize) -> String {

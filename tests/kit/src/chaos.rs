@@ -113,6 +113,8 @@ pub struct Sample {
     pub host: Option<String>,
     /// The body, or the request's error.
     pub body: String,
+    /// What the checker knew when it found this answer wrong (the sessions it had).
+    pub note: String,
 }
 
 impl Sample {
@@ -475,6 +477,7 @@ impl Harness {
             port: json["port"].as_u64(),
             host: json["host"].as_str().map(str::to_owned),
             body,
+            note: String::new(),
         }
     }
 
@@ -786,7 +789,12 @@ impl Checker {
                             && s.host.as_deref() == Some(GATEWAY_HOST)
                     });
                     if !right {
-                        v.wrong_200.push(s.clone());
+                        let mut wrong = s.clone();
+                        wrong.note = match named {
+                            Some(x) => format!("names {}", describe(harness, x)),
+                            None => "names no session".to_owned(),
+                        };
+                        v.wrong_200.push(wrong);
                     }
                 }
                 Some(404) => {
@@ -801,7 +809,14 @@ impl Checker {
                         if excused {
                             v.excused_404 += 1;
                         } else {
-                            v.wrong_404.push(s.clone());
+                            let mut wrong = s.clone();
+                            wrong.note = mine
+                                .iter()
+                                .filter(|x| x.live_throughout(s.start, s.end))
+                                .map(|x| describe(harness, x))
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            v.wrong_404.push(wrong);
                         }
                     }
                 }
@@ -888,6 +903,21 @@ impl Checker {
         v.epoch = Some(harness.epoch);
         v
     }
+}
+
+/// A session for a table: its port, node and life in seconds since the harness started.
+fn describe(harness: &Harness, s: &Session) -> String {
+    let end = s
+        .close_sent
+        .or(s.ended)
+        .map_or("live".to_owned(), |e| format!("{:.3} s", harness.at(e)));
+    format!(
+        "port {} of token …{} on node {}, {:.3} s–{end}",
+        s.port,
+        &s.token[s.token.len().saturating_sub(8)..],
+        s.node,
+        harness.at(s.opened)
+    )
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -1075,7 +1105,7 @@ impl Verdict {
             for s in list.iter().take(EXAMPLES) {
                 let _ = writeln!(
                     t,
-                    "  {what}: node {} token …{} {:.3}–{:.3} s ({:.0} ms) {} {}",
+                    "  {what}: node {} token …{} {:.3}–{:.3} s ({:.0} ms) {} {}{}",
                     s.node,
                     &s.token[s.token.len().saturating_sub(8)..],
                     self.secs(s.start),
@@ -1083,6 +1113,11 @@ impl Verdict {
                     ms(s.took()),
                     s.status.map_or("no answer".to_owned(), |c| c.to_string()),
                     s.body.chars().take(120).collect::<String>(),
+                    if s.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", s.note)
+                    },
                 );
             }
             if list.len() > EXAMPLES {
@@ -1167,6 +1202,7 @@ mod tests {
             port: None,
             host: None,
             body: String::new(),
+            note: String::new(),
         }
     }
 
