@@ -19,8 +19,9 @@ pub async fn livez() -> HttpResponse {
         .body("ok\n")
 }
 
-/// 200 only when the registry answers, the bus works and the node is not draining; the body
-/// names each check.
+/// 200 only when the registry takes writes, the bus works and the node is not draining; the
+/// body names each check. `trusted` (informative, not a condition) is false while misses are
+/// answered 503 because a write failed or Redis lost data within the last heartbeat TTL.
 pub async fn readyz(node: web::Data<Arc<Node>>) -> HttpResponse {
     let registry = node.registry().check().await;
     let bus = node.bus().check();
@@ -34,6 +35,7 @@ pub async fn readyz(node: web::Data<Arc<Node>>) -> HttpResponse {
             "registry": show(registry.map_err(|e| ErrorChain(&e).to_string())),
             "bus": show(bus.map_err(|e| ErrorChain(&e).to_string())),
             "draining": draining,
+            "trusted": node.registry_trusted(),
         }
     });
     let mut res = if ready {

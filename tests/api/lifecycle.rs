@@ -15,6 +15,7 @@ async fn probes_and_status_page() {
     assert_eq!(v["checks"]["registry"], "ok");
     assert_eq!(v["checks"]["bus"], "ok");
     assert_eq!(v["checks"]["draining"], false);
+    assert_eq!(v["checks"]["trusted"], true);
     let _gw = Gateway::connect(node.http, GatewayOptions::new(&token("page"), 1))
         .await
         .unwrap();

@@ -41,13 +41,31 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
         .await
         .unwrap();
     for (i, (refuse, restore)) in REFUSALS.iter().enumerate() {
-        redis.cli(refuse);
+        const BEATS_FAILED: &str = "hostie_redis_errors_total{op=\"heartbeat\"}";
+        let mut failed_before = Vec::new();
         for node in &nodes {
+            failed_before.push(node.metric(BEATS_FAILED).await);
+        }
+        redis.cli(refuse);
+        for (node, before) in nodes.iter().zip(&failed_before) {
             let unready = eventually(Duration::from_secs(2), || async {
                 node.admin_get("/readyz").await.0 == 503
             })
             .await;
             assert!(unready, "{refuse:?}: /readyz turns 503");
+            // The README's window: until a node's next heartbeat (a write) fails, it cannot
+            // know that writes are refused, and a peer's session registered meanwhile may be
+            // a 404 there. From then on, never.
+            let knows = eventually(Duration::from_secs(2), || async {
+                node.metric(BEATS_FAILED).await > *before
+            })
+            .await;
+            assert!(knows, "{refuse:?}: a heartbeat failed within 2 s");
+            let (_, body) = node.admin_get("/readyz").await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["ready"], false, "{body}");
+            assert_eq!(v["checks"]["trusted"], false, "{body}");
+            assert_ne!(v["checks"]["registry"], "ok", "{body}");
         }
         // Admitted within the Redis deadline, kept locally, answered by its owner.
         let t = token(&format!("refused{i}"));
