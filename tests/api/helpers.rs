@@ -213,6 +213,18 @@ pub(crate) async fn spawn_process(args: &[&str]) -> NodeProcess {
         .await
 }
 
+/// Like [`spawn_process`], with the logs written to the file `log` as the node runs (a node
+/// that logs a lot, under faults or churn, would block on a captured pipe nobody reads).
+pub(crate) async fn spawn_process_logging_to(args: &[&str], log: &std::path::Path) -> NodeProcess {
+    init();
+    NodeProcess::command(env!("CARGO_BIN_EXE_hostie"))
+        .args(["--log-format", "json", "--workers", "1"])
+        .args(args)
+        .log_to(log)
+        .spawn()
+        .await
+}
+
 /// `GET /v0/hosties/{token}` on any address; status, body and how long it took.
 pub(crate) async fn discover_at(addr: SocketAddr, token: &str) -> (u16, Value, Duration) {
     let started = std::time::Instant::now();

@@ -11,6 +11,7 @@ mod cluster_faults;
 mod deploy;
 mod discovery;
 mod e2e;
+mod fault_suite;
 mod layers;
 mod lifecycle;
 mod limits;

@@ -11,12 +11,18 @@
 //! - [`redis_server`]: a real `redis-server` on a free loopback port, killed when dropped.
 //! - [`node_process`]: the hostie binary as a child process (its bound addresses, readiness,
 //!   signals, exit status and logs).
+//! - [`tcp_proxy`]: a loopback TCP proxy a test switches between passing, black-holing,
+//!   delaying and resetting (a network fault between two processes).
+//! - [`chaos`]: gateways kept in a model of live sessions, a discovery load, and a checker that
+//!   judges every answer against the model (the fault suite).
 
+pub mod chaos;
 pub mod fleet;
 pub mod gateway;
 pub mod io_client;
 pub mod node_process;
 pub mod redis_server;
+pub mod tcp_proxy;
 
 use std::net::{SocketAddr, TcpListener};
 

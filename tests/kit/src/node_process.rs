@@ -41,6 +41,17 @@ impl Signal {
     }
 }
 
+/// Sends `signal` to process `pid` with `kill(1)` (the kit forbids `unsafe`, so no `libc`);
+/// panics when it was not delivered.
+pub fn send_signal(pid: u32, signal: Signal) {
+    let ok = Command::new("kill")
+        .args([signal.flag(), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {} {pid} delivered", signal.flag());
+}
+
 /// How to start a node: [`NodeProcess::command`], then [`NodeCommand::spawn`].
 #[derive(Debug, Clone)]
 pub struct NodeCommand {
@@ -48,6 +59,7 @@ pub struct NodeCommand {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     capture_logs: bool,
+    log_file: Option<PathBuf>,
 }
 
 impl NodeCommand {
@@ -73,14 +85,27 @@ impl NodeCommand {
         self
     }
 
+    /// Writes stdout to the file `path` (created or truncated) instead: a node that logs a lot
+    /// while it runs (a fault, churn) never blocks on a full pipe. [`NodeProcess::logs`] then
+    /// returns nothing; read the file.
+    pub fn log_to(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+
     /// Starts the node and waits until `/readyz` answers 200; panics after 10 s.
     pub async fn spawn(self) -> NodeProcess {
         let (http, admin) = (crate::free_port(), crate::free_port());
-        let stdout = if self.capture_logs {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        };
+        let stdout =
+            if let Some(path) = &self.log_file {
+                Stdio::from(std::fs::File::create(path).unwrap_or_else(|e| {
+                    panic!("the node's log file {} opens: {e}", path.display())
+                }))
+            } else if self.capture_logs {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            };
         let child = Command::new(&self.bin)
             .args(["--listen", &format!("127.0.0.1:{http}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
@@ -124,6 +149,7 @@ impl NodeProcess {
             args: Vec::new(),
             envs: Vec::new(),
             capture_logs: false,
+            log_file: None,
         }
     }
 
@@ -143,12 +169,7 @@ impl NodeProcess {
 
     /// Sends `signal` with `kill(1)`; panics when it was not delivered.
     pub fn signal(&self, signal: Signal) {
-        let ok = Command::new("kill")
-            .args([signal.flag(), &self.pid().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill {} delivered", signal.flag());
+        send_signal(self.pid(), signal);
     }
 
     /// SIGKILL, and reaps the process.
