@@ -70,18 +70,12 @@ struct RawReply {
     id: Value,
     #[serde(default)]
     result: Value,
+    /// Any non-null value: a client's error report is an error reply even when its members have
+    /// the wrong types (it still answers our request).
     #[serde(default)]
-    error: Option<RawError>,
+    error: Option<Value>,
     #[serde(default)]
     method: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct RawError {
-    #[serde(default)]
-    code: i64,
-    #[serde(default)]
-    message: String,
 }
 
 /// A reply to one of our requests, or `None` for anything else: requests from the client, replies
@@ -102,8 +96,12 @@ pub fn parse_reply(payload: &RawValue) -> Option<PortReply> {
     };
     let result = match raw.error {
         Some(e) => PortResult::Error {
-            code: e.code,
-            message: e.message,
+            code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
+            message: e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         },
         None => raw
             .result
@@ -170,6 +168,31 @@ mod tests {
                 message: "Method not found".into()
             }
         );
+    }
+
+    #[test]
+    fn malformed_error_objects_are_still_error_replies() {
+        // Found by the property test: a wrongly typed error member made the whole reply
+        // unreadable, so the discovery waiting for it waited out its deadline.
+        for (json, code, message) in [
+            (r#"{"error":{"message":null},"id":0}"#, 0, ""),
+            (r#"{"error":{"code":"x","message":"m"},"id":0}"#, 0, "m"),
+            (r#"{"error":{"code":-32000.5},"id":0}"#, 0, ""),
+            (r#"{"error":{"code":7,"message":5},"id":0}"#, 7, ""),
+            (r#"{"error":"boom","id":0}"#, 0, ""),
+            (r#"{"error":{},"id":0,"result":18789}"#, 0, ""),
+        ] {
+            assert_eq!(
+                reply(json).unwrap().result,
+                PortResult::Error {
+                    code,
+                    message: message.into()
+                },
+                "{json}"
+            );
+        }
+        let null = reply(r#"{"error":null,"id":0,"result":18789}"#).unwrap();
+        assert_eq!(null.result, PortResult::Port(18789));
     }
 
     #[test]
