@@ -180,3 +180,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "token_proptests.rs"]
+mod proptests;
