@@ -163,3 +163,7 @@ mod tests {
         assert!(Subprotocol::from_header(" , ").is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "subprotocol_proptests.rs"]
+mod proptests;
