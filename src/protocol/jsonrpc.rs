@@ -204,3 +204,7 @@ mod tests {
         assert!(reply(r#""text""#).is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "jsonrpc_proptests.rs"]
+mod proptests;
