@@ -256,3 +256,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "event_proptests.rs"]
+mod proptests;
