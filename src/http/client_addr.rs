@@ -151,3 +151,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "client_addr_proptests.rs"]
+mod proptests;
