@@ -429,3 +429,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "config_proptests.rs"]
+mod proptests;
