@@ -198,7 +198,8 @@ impl Cluster {
                 }
             }
         }
-        if !verdict.failures().is_empty() {
+        // HOSTIE_FAULT_KEEP_LOGS=1 keeps them after a pass too, to read a recovery's story.
+        if !verdict.failures().is_empty() || std::env::var_os("HOSTIE_FAULT_KEEP_LOGS").is_some() {
             let kept = self.logs.keep();
             out.push_str(&format!("  node logs kept in {}\n", kept.display()));
         }
