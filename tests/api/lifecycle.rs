@@ -140,6 +140,12 @@ fn bad_flags_stop_the_binary_with_one_line_naming_the_flag() {
         (&["--listen", "nowhere:1"][..], "--listen"),
         (&["--tls-cert", "/nonexistent.pem"][..], "--tls-key"),
         (&["--no-such-flag"][..], "--no-such-flag"),
+        (&["--session-order", "random"][..], "--session-order"),
+        (
+            &["--max-sessions-per-source", "lots"][..],
+            "--max-sessions-per-source",
+        ),
+        (&["--redis-timeout", "5s"][..], "--redis-timeout"),
     ] {
         let out = hostie_bin().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
