@@ -125,11 +125,14 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
     for (trusted, expected) in [(true, "198.51.100.9"), (false, "127.0.0.1")] {
         let mut config = test_config();
         if trusted {
-            config.trusted_proxies = hostie::config::Cidrs(vec!["127.0.0.0/8".parse().unwrap()]);
+            config.trusted_proxies = hostie::config::Cidrs(vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ]);
         }
         let node = spawn_node(config).await;
         let t = token("xff");
-        // The upgrade passed a proxy that added X-Forwarded-For; the TCP peer is 127.0.0.1.
+        // The upgrade passed two appending proxies, 10.0.0.1 and then the TCP peer 127.0.0.1.
         let opts =
             GatewayOptions::new(&t, 7000).header("X-Forwarded-For", "198.51.100.9, 10.0.0.1");
         let gw = Gateway::connect(node.http, opts).await.unwrap();
