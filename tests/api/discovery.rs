@@ -125,11 +125,14 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
     for (trusted, expected) in [(true, "198.51.100.9"), (false, "127.0.0.1")] {
         let mut config = test_config();
         if trusted {
-            config.trusted_proxies = hostie::config::Cidrs(vec!["127.0.0.0/8".parse().unwrap()]);
+            config.trusted_proxies = hostie::config::Cidrs(vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ]);
         }
         let node = spawn_node(config).await;
         let t = token("xff");
-        // The upgrade passed a proxy that added X-Forwarded-For; the TCP peer is 127.0.0.1.
+        // The upgrade passed two appending proxies, 10.0.0.1 and then the TCP peer 127.0.0.1.
         let opts =
             GatewayOptions::new(&t, 7000).header("X-Forwarded-For", "198.51.100.9, 10.0.0.1");
         let gw = Gateway::connect(node.http, opts).await.unwrap();
@@ -138,6 +141,24 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
         assert_eq!(body["host"], expected, "trusted={trusted}");
         drop(gw);
     }
+}
+
+#[tokio::test]
+async fn a_client_cannot_choose_its_address_through_an_appending_proxy() {
+    let mut config = test_config();
+    config.trusted_proxies = hostie::config::Cidrs(vec!["127.0.0.0/8".parse().unwrap()]);
+    let node = spawn_node(config).await;
+    let t = token("spoof");
+    // The gateway sent `X-Forwarded-For: 203.0.113.66` itself; the trusted proxy (the TCP
+    // peer, 127.0.0.1) appended the address it saw, 198.51.100.9.
+    let opts =
+        GatewayOptions::new(&t, 7000).header("X-Forwarded-For", "203.0.113.66, 198.51.100.9");
+    let gw = Gateway::connect(node.http, opts).await.unwrap();
+    let (status, body) = node.discover(&t).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["host"], "198.51.100.9");
+    assert_eq!(body["ip"], "198.51.100.9");
+    drop(gw);
 }
 
 #[tokio::test]
