@@ -9,6 +9,8 @@
 //! - [`fleet`]: thousands of lean gateways, one task each, pings spread over the period,
 //!   reconnecting with the real client's backoff (the benchmark).
 //! - [`redis_server`]: a real `redis-server` on a free loopback port, killed when dropped.
+//! - [`redis_topology`]: a real Redis Cluster (primaries and replicas) and a Sentinel group
+//!   (primary, replica, three sentinels) on free loopback ports, with failovers and kills.
 //! - [`node_process`]: the hostie binary as a child process (its bound addresses, readiness,
 //!   signals, exit status and logs).
 //! - [`tcp_proxy`]: a loopback TCP proxy a test switches between passing, black-holing,
@@ -22,6 +24,7 @@ pub mod gateway;
 pub mod io_client;
 pub mod node_process;
 pub mod redis_server;
+pub mod redis_topology;
 pub mod tcp_proxy;
 
 use std::net::{SocketAddr, TcpListener};
