@@ -300,30 +300,19 @@ impl RedisCluster {
         let nodes = (0..count)
             .map(|_| {
                 Instance::spawn(true, |port, dir| {
-                    let port = port.to_string();
-                    let dir = dir.display().to_string();
-                    [
-                        "--port",
-                        &port,
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout",
-                        &timeout_ms,
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--repl-diskless-sync-delay",
-                        "0",
-                        "--dir",
-                        &dir,
-                    ]
-                    .map(str::to_owned)
-                    .to_vec()
+                    let mut args = data_args(port, dir);
+                    args.extend(
+                        [
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            &format!("nodes-{port}.conf"),
+                            "--cluster-node-timeout",
+                            &timeout_ms,
+                        ]
+                        .map(str::to_owned),
+                    );
+                    args
                 })
             })
             .collect();
@@ -664,24 +653,9 @@ impl RedisSentinelGroup {
 
     /// [`RedisSentinelGroup::start`] with `options`.
     pub fn start_with(options: SentinelOptions) -> Self {
-        let data_args = |replica_of: Option<u16>| {
+        let instance_args = |replica_of: Option<u16>| {
             move |port: u16, dir: &Path| {
-                let mut args = [
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--repl-diskless-sync-delay",
-                    "0",
-                    "--dir",
-                    &dir.display().to_string(),
-                ]
-                .map(str::to_owned)
-                .to_vec();
+                let mut args = data_args(port, dir);
                 if let Some(primary) = replica_of {
                     args.extend(["--replicaof".to_owned(), "127.0.0.1".to_owned()]);
                     args.push(primary.to_string());
@@ -689,9 +663,9 @@ impl RedisSentinelGroup {
                 args
             }
         };
-        let primary = Instance::spawn(false, data_args(None));
+        let primary = Instance::spawn(false, instance_args(None));
         let primary_port = primary.port;
-        let replica = Instance::spawn(false, data_args(Some(primary_port)));
+        let replica = Instance::spawn(false, instance_args(Some(primary_port)));
         let replica_port = replica.port;
         wait_until(
             SENTINELS_READY_WITHIN,
@@ -890,6 +864,27 @@ fn replica_in_sync_with(port: u16, primary: u16) -> bool {
     info.get("role").map(String::as_str) == Some("slave")
         && info.get("master_port") == Some(&primary.to_string())
         && info.get("master_link_status").map(String::as_str) == Some("up")
+}
+
+/// The flags every data instance (cluster node, primary, replica) starts with: loopback,
+/// nothing persisted, replicas synced at once (the default waits 5 s before the first sync).
+fn data_args(port: u16, dir: &Path) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--repl-diskless-sync-delay",
+        "0",
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 #[cfg(test)]
