@@ -61,23 +61,14 @@ pub fn order(records: &mut [SessionRecord], policy: SessionOrder) {
     if policy == SessionOrder::Newest || records.len() < 2 {
         return;
     }
-    // Each source's oldest session: the last of its records in newest-first order.
-    let mut oldest: HashMap<Option<&str>, u64> = HashMap::new();
+    // Each source's oldest session; a stable sort of the newest-first list by it keeps newest
+    // first within a source, and ties between sources (same microsecond) in newest-first order.
+    let mut oldest: HashMap<Option<String>, u64> = HashMap::new();
     for r in records.iter() {
-        oldest.insert(r.source.as_deref(), r.registered_at_us);
+        let since = oldest.entry(r.source.clone()).or_insert(r.registered_at_us);
+        *since = (*since).min(r.registered_at_us);
     }
-    let since: Vec<u64> = records
-        .iter()
-        .map(|r| oldest[&r.source.as_deref()])
-        .collect();
-    // A stable sort of the newest-first list by each source's oldest session keeps newest
-    // first within a source. Ties between sources (same microsecond) keep newest-first order.
-    let mut keyed: Vec<(u64, SessionRecord)> =
-        since.into_iter().zip(records.iter().cloned()).collect();
-    keyed.sort_by_key(|(since, _)| *since);
-    for (slot, (_, record)) in records.iter_mut().zip(keyed) {
-        *slot = record;
-    }
+    records.sort_by_key(|r| oldest[&r.source]);
 }
 
 /// Sorts records newest first; ties (same microsecond) broken by session id for a stable order.

@@ -95,7 +95,7 @@ impl Node {
         let epoch = self.bus.notice_epoch();
         if let Some(local) = epoch.and_then(|epoch| self.hub.fast_candidates(hash, epoch)) {
             self.metrics.lookup(LookupSource::Hub);
-            return self.ask_in_turn(hash, self.ordered(local), deadline).await;
+            return self.ask_in_turn(hash, local, deadline).await;
         }
         if let Some(cached) =
             epoch.and_then(|epoch| self.remote.get(hash, epoch, started.into_std()))
@@ -105,7 +105,7 @@ impl Node {
                 self.remote.forget(hash);
             } else {
                 self.metrics.lookup(LookupSource::Cache);
-                let result = self.ask_in_turn(hash, self.ordered(cached), deadline).await;
+                let result = self.ask_in_turn(hash, cached, deadline).await;
                 if result.is_ok() || Instant::now() + self.margin() >= deadline {
                     return result;
                 }
@@ -138,10 +138,7 @@ impl Node {
                 (local, false)
             }
         };
-        match self
-            .ask_in_turn(hash, self.ordered(candidates), deadline)
-            .await
-        {
+        match self.ask_in_turn(hash, candidates, deadline).await {
             Err(DiscoveryError::NotFound) if !complete || !self.registry_trusted() => {
                 Err(DiscoveryError::Untrusted)
             }
@@ -159,27 +156,23 @@ impl Node {
         records
     }
 
-    /// Candidates in the order they are asked (`--session-order`).
-    fn ordered(&self, mut candidates: Vec<SessionRecord>) -> Vec<SessionRecord> {
-        order(&mut candidates, self.settings.session_order);
-        candidates
-    }
-
     /// What a discovery keeps of its deadline for answering once the candidates are asked.
     fn margin(&self) -> Duration {
         self.settings.discovery_deadline / 20
     }
 
-    /// Asks `candidates` in turn until one answers with its RPC port or the deadline is near.
+    /// Asks `candidates`, in the `--session-order`, in turn until one answers with its RPC port
+    /// or the deadline is near.
     /// A candidate found gone (its session closed, its node off the bus), or candidates that
     /// answered nothing at all, drop the token from the remote cache, whatever the others
     /// answered: its records are out of date.
     async fn ask_in_turn(
         &self,
         hash: &TokenHash,
-        candidates: Vec<SessionRecord>,
+        mut candidates: Vec<SessionRecord>,
         deadline: Instant,
     ) -> Result<Discovered, DiscoveryError> {
+        order(&mut candidates, self.settings.session_order);
         let margin = self.margin();
         let mut fallback: Option<(&SessionRecord, PortAnswer)> = None;
         let mut last_error: Option<PortError> = None;
