@@ -242,7 +242,7 @@ async fn a_close_that_redis_missed_is_removed_once_redis_answers() {
     );
     assert_eq!(redis.cli(&["HLEN", &key]).trim(), "1");
     // Redis stops answering writes (data kept), the gateway leaves meanwhile.
-    redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    redis.pause(1500, false);
     gw.close();
     assert!(gw.closed_within(Duration::from_secs(2)).await.is_some());
     assert!(

@@ -182,6 +182,41 @@ pub(crate) fn cluster_config(redis: &RedisServer, prefix: &str) -> Config {
     c
 }
 
+/// A way a Redis keeps answering reads but refuses writes, and its undoing (the kit's).
+pub(crate) struct WriteRefusal {
+    pub(crate) name: &'static str,
+    pub(crate) refuse: fn(&RedisServer),
+    pub(crate) restore: fn(&RedisServer),
+}
+
+/// A demoted primary (a replica of a primary it cannot reach: data kept, read-only), full
+/// memory with nothing to evict, and a failover pause (writes, `PUBLISH` and scripts wait).
+pub(crate) const WRITE_REFUSALS: [WriteRefusal; 3] = [
+    WriteRefusal {
+        name: "read-only replica",
+        refuse: RedisServer::read_only,
+        restore: RedisServer::writable,
+    },
+    WriteRefusal {
+        name: "maxmemory, noeviction",
+        refuse: fill_to_maxmemory,
+        restore: RedisServer::lift_maxmemory,
+    },
+    WriteRefusal {
+        name: "CLIENT PAUSE WRITE",
+        refuse: pause_writes,
+        restore: RedisServer::unpause,
+    },
+];
+
+fn fill_to_maxmemory(redis: &RedisServer) {
+    redis.fill_to_maxmemory();
+}
+
+fn pause_writes(redis: &RedisServer) {
+    redis.pause(20_000, false);
+}
+
 /// `n` nodes on one Redis, sharing `prefix`.
 pub(crate) async fn spawn_cluster(n: usize, redis: &RedisServer, prefix: &str) -> Vec<TestNode> {
     let mut nodes = Vec::new();

@@ -6,29 +6,9 @@ use crate::helpers::*;
 use hostie_testkit::redis_server::RedisServer;
 use std::time::{Duration, Instant};
 
-/// Ways a Redis answers reads but refuses writes, and how each is undone.
-const REFUSALS: [(&[&str], &[&str]); 3] = [
-    // A demoted primary: a replica of a primary it cannot reach keeps its data, read-only.
-    (
-        &["REPLICAOF", "127.0.0.1", "1"],
-        &["REPLICAOF", "NO", "ONE"],
-    ),
-    // Full memory with nothing to evict.
-    (
-        &["CONFIG", "SET", "maxmemory", "1"],
-        &["CONFIG", "SET", "maxmemory", "0"],
-    ),
-    // A failover pause: writes (PUBLISH and scripts included) wait, reads answer.
-    (
-        &["CLIENT", "PAUSE", "20000", "WRITE"],
-        &["CLIENT", "UNPAUSE"],
-    ),
-];
-
 #[tokio::test]
 async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
     let redis = RedisServer::start();
-    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     let pfx = prefix();
     let mut config = cluster_config(&redis, &pfx);
     config.redis_timeout = Some(Duration::from_millis(200));
@@ -40,13 +20,14 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
     let _old = Gateway::connect(nodes[0].http, GatewayOptions::new(&before, 1000))
         .await
         .unwrap();
-    for (i, (refuse, restore)) in REFUSALS.iter().enumerate() {
+    for (i, refusal) in WRITE_REFUSALS.iter().enumerate() {
+        let refuse = refusal.name;
         const BEATS_FAILED: &str = "hostie_redis_errors_total{op=\"heartbeat\"}";
         let mut failed_before = Vec::new();
         for node in &nodes {
             failed_before.push(node.metric(BEATS_FAILED).await);
         }
-        redis.cli(refuse);
+        (refusal.refuse)(&redis);
         for (node, before) in nodes.iter().zip(&failed_before) {
             let unready = eventually(Duration::from_secs(2), || async {
                 node.admin_get("/readyz").await.0 == 503
@@ -103,7 +84,7 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
         assert_eq!(res.status(), 503, "{refuse:?}");
         assert!(res.headers().contains_key("retry-after"));
         // Writes back: the kept session is written and found everywhere.
-        redis.cli(restore);
+        (refusal.restore)(&redis);
         let found = eventually(Duration::from_secs(3), || async {
             discover_at(nodes[1].http, &t).await.1["port"].as_u64() == Some(2000 + i as u64)
         })
@@ -135,7 +116,7 @@ async fn a_hung_redis_holds_neither_a_registration_nor_a_discovery_past_its_dead
         .await
         .unwrap();
     // Every client blocked: Redis accepts connections and commands but answers nothing.
-    redis.cli(&["CLIENT", "PAUSE", "20000", "ALL"]);
+    redis.pause(20_000, true);
     let started = Instant::now();
     let _a = Gateway::connect(nodes[0].http, GatewayOptions::new(&mine, 1))
         .await
@@ -156,5 +137,5 @@ async fn a_hung_redis_holds_neither_a_registration_nor_a_discovery_past_its_dead
             "within the deadline: {took:?}"
         );
     }
-    redis.cli(&["CLIENT", "UNPAUSE"]);
+    redis.unpause();
 }

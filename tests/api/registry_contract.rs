@@ -1,7 +1,7 @@
 //! The registry contract, run against both implementations: a seeded model test of random
 //! operations compared with a plain model, plus liveness (heartbeat, sweep) on Redis.
 
-use crate::helpers::init;
+use crate::helpers::{WRITE_REFUSALS, init};
 use hostie::memory_broker::MemoryBroker;
 use hostie::metrics::Metrics;
 use hostie::model::{NodeId, SessionId, SessionRecord, newest_first};
@@ -233,26 +233,9 @@ async fn readiness_fails_while_redis_answers_reads_but_refuses_writes() {
     registry.heartbeat(&node).await.unwrap();
     registry.check().await.unwrap();
     let token = TokenHash([2; 32]);
-    let mut refusals = vec![
-        // A demoted primary: a replica of a primary it cannot reach keeps its data, read-only.
-        (
-            vec!["REPLICAOF", "127.0.0.1", "1"],
-            vec!["REPLICAOF", "NO", "ONE"],
-        ),
-        // Out of memory with nothing to evict.
-        (
-            vec!["CONFIG", "SET", "maxmemory", "1"],
-            vec!["CONFIG", "SET", "maxmemory", "0"],
-        ),
-        // A failover pause: writes wait (longer than the operation timeout), reads answer.
-        (
-            vec!["CLIENT", "PAUSE", "3000", "WRITE"],
-            vec!["CLIENT", "UNPAUSE"],
-        ),
-    ];
-    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
-    for (refuse, restore) in refusals.drain(..) {
-        redis.cli(&refuse);
+    for refusal in &WRITE_REFUSALS {
+        let refuse = refusal.name;
+        (refusal.refuse)(&redis);
         let started = Instant::now();
         assert!(registry.check().await.is_err(), "{refuse:?}: not ready");
         assert!(
@@ -267,7 +250,7 @@ async fn readiness_fails_while_redis_answers_reads_but_refuses_writes() {
             registry.heartbeat(&node).await.is_err(),
             "{refuse:?}: beats fail"
         );
-        redis.cli(&restore);
+        (refusal.restore)(&redis);
         registry.check().await.unwrap();
     }
 }
