@@ -38,20 +38,40 @@ async fn two_nodes(redis: &RedisServer, order: SessionOrder) -> Vec<TestNode> {
     vec![spawn_node(config.clone()).await, spawn_node(config).await]
 }
 
+/// A gateway of `t` from 127.0.0.1 on the first node, then, a moment later, another from
+/// 127.0.0.2 on the second; returned once both are known everywhere.
+async fn older_then_newer(
+    nodes: &[TestNode],
+    t: &str,
+    older_port: u16,
+    newer_port: u16,
+) -> (Gateway, Gateway) {
+    let older = connect_from(
+        "127.0.0.1",
+        nodes[0].http,
+        GatewayOptions::new(t, older_port),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let newer = connect_from(
+        "127.0.0.2",
+        nodes[1].http,
+        GatewayOptions::new(t, newer_port),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (older, newer)
+}
+
 #[tokio::test]
 async fn a_leaked_token_from_another_address_is_only_a_fallback() {
     let redis = RedisServer::start();
     let nodes = two_nodes(&redis, SessionOrder::Source).await;
     let t = token("leaked");
-    let owner = connect_from("127.0.0.1", nodes[0].http, GatewayOptions::new(&t, 1001))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
     // Someone else uses the token from another network, on another node: newer, not first.
-    let stranger = connect_from("127.0.0.2", nodes[1].http, GatewayOptions::new(&t, 6666))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (owner, stranger) = older_then_newer(&nodes, &t, 1001, 6666).await;
     assert_eq!(ports_everywhere(&nodes, &t).await, [Some(1001), Some(1001)]);
     assert_eq!(stranger.request_count(), 0, "the stranger is never asked");
 
@@ -79,14 +99,7 @@ async fn with_newest_order_the_newest_registration_takes_every_discovery() {
     let redis = RedisServer::start();
     let nodes = two_nodes(&redis, SessionOrder::Newest).await;
     let t = token("newest-order");
-    let _old = connect_from("127.0.0.1", nodes[0].http, GatewayOptions::new(&t, 1001))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let _new = connect_from("127.0.0.2", nodes[1].http, GatewayOptions::new(&t, 2002))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _gateways = older_then_newer(&nodes, &t, 1001, 2002).await;
     assert_eq!(ports_everywhere(&nodes, &t).await, [Some(2002), Some(2002)]);
 }
 
