@@ -2,6 +2,8 @@
 //! Every flag also reads a `HOSTIE_…` environment variable; bad values stop the process at start
 //! with one line naming the flag.
 
+pub mod redis_url;
+
 use crate::model::SessionOrder;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
@@ -39,12 +41,15 @@ pub struct Config {
     #[arg(long, env = "HOSTIE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
 
-    /// Redis URL for cluster mode; without it hostie runs as one self-contained node.
+    /// Redis for cluster mode; without it hostie runs as one self-contained node. The scheme
+    /// selects the topology: redis://host:port/db (rediss:// for TLS), Sentinel as
+    /// redis+sentinel://host:26379[,host:port…]/primary-name, Cluster as
+    /// redis+cluster://host:port[,host:port…] (docs/redis.md).
     #[arg(long, env = "HOSTIE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Prefix of every Redis key and channel.
-    #[arg(long, env = "HOSTIE_REDIS_PREFIX", default_value = "hostie", value_parser = non_empty)]
+    #[arg(long, env = "HOSTIE_REDIS_PREFIX", default_value = "hostie", value_parser = key_prefix)]
     pub redis_prefix: String,
 
     /// This node's name in the cluster [default: hostname + random suffix].
@@ -193,6 +198,14 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A key prefix: braces would make it the Redis Cluster hash tag of every key.
+fn key_prefix(s: &str) -> Result<String, String> {
+    if s.contains(['{', '}']) {
+        return Err("must not contain '{' or '}' (they are Redis Cluster hash tags)".into());
+    }
+    non_empty(s)
+}
+
 fn non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("must not be empty".into());
@@ -257,9 +270,8 @@ impl Config {
             }
         }
         if let Some(url) = &self.redis_url {
-            redis::Client::open(url.as_str()).map_err(|e| {
-                format!("invalid value for '--redis-url': {e} (expected redis://host:port/db)")
-            })?;
+            redis_url::RedisTopology::parse(url)
+                .map_err(|e| format!("invalid value for '--redis-url': {e}"))?;
         }
         let listeners = [self.listen, self.admin_listen];
         if listeners[0].port() != 0 && listeners[0] == listeners[1] {
@@ -422,6 +434,15 @@ mod tests {
             (&["--tls-cert", "c.pem"][..], "--tls-key"),
             (&["--heartbeat-ttl", "1s"][..], "--heartbeat-ttl"),
             (&["--redis-url", "http://x"][..], "--redis-url"),
+            (
+                &["--redis-url", "redis+sentinel://s1:26379"][..],
+                "--redis-url",
+            ),
+            (
+                &["--redis-url", "redis+cluster://a:1,b:x"][..],
+                "--redis-url",
+            ),
+            (&["--redis-prefix", "a{b}"][..], "--redis-prefix"),
         ] {
             let err = one_line(&parse(args).unwrap_err());
             assert!(err.contains(flag), "{args:?}: {err}");

@@ -12,7 +12,7 @@ use crate::model::NodeId;
 use crate::node::liveness::{self, LivenessSettings};
 use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
-use crate::redis_common::{Keys, RedisConns, conns::redis_pool};
+use crate::redis_common::{Keys, RedisConns, RedisTopology};
 use crate::registry::{MemoryRegistry, RedisRegistry, Registry};
 use crate::session::SessionSettings;
 use actix_web::dev::Server;
@@ -66,9 +66,10 @@ impl Backends {
                 // (checked with the flags), so a hung Redis still leaves time to answer from
                 // the hub or with a 503.
                 let op_timeout = config.redis_timeout();
-                let client = redis::Client::open(url.as_str()).context("--redis-url")?;
-                let pool = redis_pool(url, op_timeout).context("--redis-url")?;
-                let conns = Arc::new(RedisConns::new(pool, op_timeout));
+                let topology = RedisTopology::parse(url)
+                    .map_err(|e| anyhow::anyhow!("invalid value for '--redis-url': {e}"))?;
+                tracing::info!(?topology, "Redis topology");
+                let conns = Arc::new(RedisConns::new(topology, op_timeout).context("--redis-url")?);
                 let keys = Keys::new(prefix);
                 let registry = RedisRegistry::new(
                     conns.clone(),
@@ -81,14 +82,8 @@ impl Backends {
                     op_timeout,
                     probe_every: config.heartbeat_interval,
                 };
-                let transport = RedisTransport::new(
-                    client,
-                    subscriber,
-                    conns,
-                    keys,
-                    node.clone(),
-                    metrics.clone(),
-                );
+                let transport =
+                    RedisTransport::new(subscriber, conns, keys, node.clone(), metrics.clone());
                 Ok((Arc::new(registry), Arc::new(transport)))
             }
         }

@@ -70,4 +70,8 @@ pub enum TransportError {
     Redis(#[source] CommandError),
     #[error("bus unavailable: not subscribed to this node's channel")]
     NotSubscribed,
+    /// Nobody received a request, where that does not prove the target gone (Sentinel,
+    /// Cluster: the publish may have run on a server the target has not moved to yet).
+    #[error("bus unavailable: nobody received the request, and a Redis failover may be under way")]
+    NoReceiver,
 }

@@ -1,16 +1,35 @@
 //! Redis pub/sub transport: one channel per node, read by a dedicated subscriber connection
 //! (not a pooled one); messages are published on the shared command connections.
+//!
+//! On one Redis (standalone, or Sentinel's primary) the node channels are classic channels
+//! (`PUBLISH`/`SUBSCRIBE`). On a Redis Cluster they are sharded channels (`SPUBLISH`/
+//! `SSUBSCRIBE`), each living on the shard of the node id's slot, so that a request costs one
+//! shard and not every server of the cluster; the events channel stays classic (a classic
+//! publish reaches every shard's subscribers). redis-rs 1.8 loses a sharded subscription in two
+//! cases that hostie works around here: a server-initiated `sunsubscribe` (the shard's primary
+//! was demoted, or the slot moved) is taken as final, so the channel is subscribed again at
+//! once; and a subscription on a killed primary is never re-homed, so the subscriber publishes a
+//! probe on its own channel every heartbeat interval and is rebuilt when it stops hearing it,
+//! or when the heartbeat finds that the cluster's topology changed. The upstream tracking is in
+//! redis-rs' `SubscriptionTracker` (redis-rs/redis-rs#2242 added the reconnect path; the
+//! server-initiated `sunsubscribe` is not handled there as of 1.8.1).
 
 use super::{Bus, Transport, TransportError};
 use crate::metrics::Metrics;
 use crate::model::{BusMessage, NodeId, RedisOp};
-use crate::redis_common::{Keys, RedisConns};
+use crate::redis_common::{Keys, RedisConns, RedisTopology};
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use redis::{PushKind, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// What the subscriber publishes on its own channel to see that it still hears it (Cluster).
+/// Not a bus message: nobody else subscribes to a node's channel.
+const PROBE: &[u8] = b"probe";
 
 /// Subscriber reconnect backoff: starts here, doubles, capped by `MAX_BACKOFF` and by half the
 /// probe period (the heartbeat interval). While a node is not subscribed, a request to it
@@ -33,7 +52,6 @@ pub struct SubscriberSettings {
 }
 
 pub struct RedisTransport {
-    client: redis::Client,
     settings: SubscriberSettings,
     conns: Arc<RedisConns>,
     keys: Keys,
@@ -53,7 +71,6 @@ struct Subscription {
 
 impl RedisTransport {
     pub fn new(
-        client: redis::Client,
         settings: SubscriberSettings,
         conns: Arc<RedisConns>,
         keys: Keys,
@@ -61,7 +78,6 @@ impl RedisTransport {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            client,
             settings,
             conns,
             keys,
@@ -72,17 +88,19 @@ impl RedisTransport {
         }
     }
 
-    /// PUBLISH through the shared connections; the number of subscribers that received it.
+    /// `PUBLISH` (or `SPUBLISH`: `sharded`) through the shared connections; the number of
+    /// subscribers that received it.
     async fn publish(
         &self,
         channel: String,
         message: &BusMessage,
+        sharded: bool,
     ) -> Result<usize, TransportError> {
         let payload = message.encode();
         let result = self
             .conns
             .run(|mut conn| async move {
-                redis::cmd("PUBLISH")
+                redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" })
                     .arg(channel)
                     .arg(payload)
                     .query_async::<i64>(&mut conn)
@@ -116,12 +134,12 @@ impl Drop for RedisTransport {
 impl Transport for RedisTransport {
     fn attach(&self, bus: Weak<Bus>) {
         let task = tokio::spawn(subscribe_loop(
-            self.client.clone(),
+            self.conns.clone(),
             self.settings,
-            [
-                self.keys.node_channel(&self.node),
-                self.keys.events_channel(),
-            ],
+            Channels {
+                own: self.keys.node_channel(&self.node),
+                events: self.keys.events_channel(),
+            },
             self.state.clone(),
             self.metrics.clone(),
             bus,
@@ -137,11 +155,23 @@ impl Transport for RedisTransport {
     }
 
     async fn send(&self, to: &NodeId, message: &BusMessage) -> Result<usize, TransportError> {
-        self.publish(self.keys.node_channel(to), message).await
+        let cluster = self.conns.is_cluster();
+        let receivers = self
+            .publish(self.keys.node_channel(to), message, cluster)
+            .await?;
+        // On one standalone Redis, nobody subscribed means the node is gone. Where there is a
+        // primary that can change (Sentinel) or one per shard (Cluster), a publish may run on a
+        // server the target's subscriber has not moved to yet, or on a replica that took over
+        // the shard: "nobody" is then not proof, and the answer is "unavailable" (503) rather
+        // than a wrong 404. The target's heartbeat, once run out, hides it instead.
+        if receivers == 0 && !matches!(self.conns.topology(), RedisTopology::Standalone { .. }) {
+            return Err(TransportError::NoReceiver);
+        }
+        Ok(receivers)
     }
 
     async fn broadcast(&self, message: &BusMessage) -> Result<(), TransportError> {
-        self.publish(self.keys.events_channel(), message)
+        self.publish(self.keys.events_channel(), message, false)
             .await
             .map(drop)
     }
@@ -156,12 +186,20 @@ impl Transport for RedisTransport {
     }
 }
 
-/// Subscribes to `channels` and delivers every message to the bus, resubscribing with backoff
-/// whenever the connection is lost or stops answering its probe; ends when the bus is gone.
+/// The channels a node subscribes to.
+#[derive(Clone)]
+struct Channels {
+    own: String,
+    events: String,
+}
+
+/// Subscribes to the channels and delivers every message to the bus, resubscribing with
+/// backoff whenever the connection is lost, stops answering its probe or the Redis topology
+/// changed; ends when the bus is gone.
 async fn subscribe_loop(
-    client: redis::Client,
+    conns: Arc<RedisConns>,
     settings: SubscriberSettings,
-    channels: [String; 2],
+    channels: Channels,
     state: Arc<Subscription>,
     metrics: Arc<Metrics>,
     bus: Weak<Bus>,
@@ -169,20 +207,24 @@ async fn subscribe_loop(
     let max_backoff = MAX_BACKOFF.min(settings.probe_every / 2).max(MIN_BACKOFF);
     let mut backoff = MIN_BACKOFF;
     loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            for channel in &channels {
-                pubsub.subscribe(channel).await?;
-            }
-            redis::RedisResult::Ok(pubsub)
-        };
-        match tokio::time::timeout(settings.op_timeout, subscribed).await {
-            Ok(Ok(pubsub)) => {
+        let generation = conns.generation();
+        let subscribed =
+            tokio::time::timeout(settings.op_timeout, Subscriber::connect(&conns, &channels))
+                .await
+                .unwrap_or_else(|_| Err("the subscribe did not answer in time".into()));
+        match subscribed {
+            Ok(subscriber) => {
                 state.epoch.fetch_add(1, Ordering::SeqCst);
                 state.subscribed.store(true, Ordering::SeqCst);
                 backoff = MIN_BACKOFF;
-                tracing::info!(channel = %channels[0], "bus subscribed");
-                let lost = receive(pubsub, settings, &bus).await;
+                tracing::info!(channel = %channels.own, "bus subscribed");
+                let watch = Watch {
+                    conns: &conns,
+                    settings,
+                    generation,
+                    channels: &channels,
+                };
+                let lost = subscriber.receive(watch, &bus).await;
                 state.subscribed.store(false, Ordering::SeqCst);
                 state.epoch.fetch_add(1, Ordering::SeqCst);
                 let Some(why) = lost else {
@@ -191,23 +233,90 @@ async fn subscribe_loop(
                 metrics.redis_error(RedisOp::Subscribe);
                 tracing::warn!(why, "bus subscription lost; resubscribing");
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 metrics.redis_error(RedisOp::Subscribe);
-                tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "bus subscribe failed");
+                tracing::debug!(error = %e, "bus subscribe failed");
             }
-            Err(_) => metrics.redis_error(RedisOp::Subscribe),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(max_backoff);
     }
 }
 
-/// Delivers messages until the subscription is lost (returns why) or the bus is gone (`None`).
-async fn receive(
-    pubsub: redis::aio::PubSub,
+/// What a subscriber watches besides its messages.
+struct Watch<'a> {
+    conns: &'a RedisConns,
     settings: SubscriberSettings,
+    /// The topology generation the subscription was made in.
+    generation: u64,
+    channels: &'a Channels,
+}
+
+impl Watch<'_> {
+    fn moved(&self) -> bool {
+        self.conns.generation() != self.generation
+    }
+}
+
+enum Subscriber {
+    /// A RESP2 pub/sub connection to one Redis.
+    Single(redis::aio::PubSub),
+    /// A RESP3 cluster connection whose pushes arrive on the receiver.
+    Cluster(
+        redis::cluster_async::ClusterConnection,
+        tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    ),
+}
+
+impl Subscriber {
+    async fn connect(conns: &RedisConns, channels: &Channels) -> Result<Self, String> {
+        let text =
+            |e: crate::redis_common::CommandError| crate::telemetry::ErrorChain(&e).to_string();
+        if conns.is_cluster() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut conn = conns.cluster_subscriber(tx).await.map_err(text)?;
+            conn.ssubscribe(&channels.own)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.subscribe(&channels.events)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Self::Cluster(conn, rx));
+        }
+        let client = conns.subscriber_client().await.map_err(text)?;
+        let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+        for channel in [&channels.own, &channels.events] {
+            pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
+        }
+        Ok(Self::Single(pubsub))
+    }
+
+    /// Delivers messages until the subscription is lost (returns why) or the bus is gone
+    /// (`None`).
+    async fn receive(self, watch: Watch<'_>, bus: &Weak<Bus>) -> Option<&'static str> {
+        match self {
+            Self::Single(pubsub) => receive_single(pubsub, watch, bus).await,
+            Self::Cluster(conn, pushes) => receive_cluster(conn, pushes, watch, bus).await,
+        }
+    }
+}
+
+fn deliver(payload: &[u8], bus: &Weak<Bus>) -> Option<()> {
+    match BusMessage::decode(payload) {
+        Some(message) => bus.upgrade()?.deliver(message),
+        None => tracing::debug!("undecodable bus message dropped"),
+    }
+    Some(())
+}
+
+/// One Redis: a `PING` on the subscriber connection every probe period (a connection that no
+/// longer reaches Redis shows no error), and a rebuild when the primary changed (Sentinel).
+async fn receive_single(
+    pubsub: redis::aio::PubSub,
+    watch: Watch<'_>,
     bus: &Weak<Bus>,
 ) -> Option<&'static str> {
+    let settings = watch.settings;
     let (mut sink, mut messages) = pubsub.split();
     let mut probe = tokio::time::interval(settings.probe_every);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,17 +327,100 @@ async fn receive(
                 let Some(msg) = msg else {
                     return Some("the subscriber connection closed");
                 };
-                let Some(message) = BusMessage::decode(msg.get_payload_bytes()) else {
-                    tracing::debug!("undecodable bus message dropped");
-                    continue;
-                };
-                bus.upgrade()?.deliver(message);
+                deliver(msg.get_payload_bytes(), bus)?;
             }
             _ = probe.tick() => {
+                if watch.moved() {
+                    return Some("the Redis primary changed");
+                }
                 // Any reply will do (a subscribed RESP2 connection answers `["pong", ""]`).
-                let answered = tokio::time::timeout(settings.op_timeout, sink.ping::<redis::Value>()).await;
+                let answered = tokio::time::timeout(settings.op_timeout, sink.ping::<Value>()).await;
                 if !matches!(answered, Ok(Ok(_))) {
                     return Some("the subscriber connection did not answer its probe");
+                }
+            }
+        }
+    }
+}
+
+/// A Cluster: re-subscribes when the server ends a subscription, publishes a probe on its own
+/// channel every probe period and gives up when none came back for two periods, and when the
+/// cluster's topology changed.
+async fn receive_cluster(
+    mut conn: redis::cluster_async::ClusterConnection,
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    watch: Watch<'_>,
+    bus: &Weak<Bus>,
+) -> Option<&'static str> {
+    let settings = watch.settings;
+    let (own, events) = (
+        watch.channels.own.as_bytes(),
+        watch.channels.events.as_bytes(),
+    );
+    let mut probe = tokio::time::interval(settings.probe_every);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probe.tick().await;
+    let mut heard = Instant::now();
+    let deaf_after = settings.probe_every * 2 + settings.op_timeout;
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else {
+                    return Some("the subscriber connection closed");
+                };
+                let channel = match push.data.first() {
+                    Some(Value::BulkString(c)) => c.as_slice(),
+                    _ => &[],
+                };
+                let payload = match push.data.get(1) {
+                    Some(Value::BulkString(p)) => Some(p.as_slice()),
+                    _ => None,
+                };
+                let again = match push.kind {
+                    PushKind::SMessage | PushKind::Message => {
+                        match payload {
+                            Some(PROBE) if channel == own => heard = Instant::now(),
+                            Some(p) => deliver(p, bus)?,
+                            None => {}
+                        }
+                        continue;
+                    }
+                    // The server ended a subscription (the shard's primary was demoted or the
+                    // slot moved): redis-rs forgets it; subscribe again, which follows the
+                    // MOVED to the new owner.
+                    PushKind::SUnsubscribe if channel == own => tokio::time::timeout(
+                        settings.op_timeout,
+                        conn.ssubscribe(own),
+                    )
+                    .await,
+                    PushKind::Unsubscribe if channel == events => tokio::time::timeout(
+                        settings.op_timeout,
+                        conn.subscribe(events),
+                    )
+                    .await,
+                    PushKind::Disconnection => return Some("a subscriber connection closed"),
+                    _ => continue,
+                };
+                if !matches!(again, Ok(Ok(()))) {
+                    return Some("could not subscribe again after the server ended a subscription");
+                }
+                tracing::info!("bus subscription ended by the server; subscribed again");
+            }
+            _ = probe.tick() => {
+                if watch.moved() {
+                    return Some("the Redis Cluster's topology changed");
+                }
+                if heard.elapsed() > deaf_after {
+                    return Some("the subscriber no longer hears its own channel");
+                }
+                let channel = watch.channels.own.clone();
+                // On the command connections: a reply on the subscriber's own connection could
+                // be mistaken for a server-initiated `sunsubscribe` (see the module docs).
+                let published = watch.conns.run(|mut c| async move {
+                    redis::cmd("SPUBLISH").arg(channel).arg(PROBE).query_async::<i64>(&mut c).await
+                }).await;
+                if let Err(e) = published {
+                    tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "bus probe not published");
                 }
             }
         }

@@ -56,15 +56,20 @@ async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
             return;
         }
     };
+    let recovered = state.healthy_since.is_none();
+    let dirty = node.take_dirty();
     if heartbeat.fresh {
-        // This node's entry was gone: Redis lost data, or this node was swept after a pause.
-        // Every node re-asserts within the settle time; until then "no session" is unsure.
+        // This node's entry was gone or had run out, or Redis failed over: Redis lost data, or
+        // this node was swept after a pause. Every node re-asserts within the settle time;
+        // until then "no session" is unsure. The peers' entries may be as stale as this
+        // node's was, so they are judged only after a whole TTL from now. And once more on
+        // the next beat: a sweep that claimed this node may still be deleting its records.
         node.distrust_registry();
+        state.healthy_since = Some(Instant::now());
+        node.mark_dirty();
     }
     node.metrics().peers_alive.set(heartbeat.alive as i64);
-    let recovered = state.healthy_since.is_none();
     let healthy_since = *state.healthy_since.get_or_insert_with(Instant::now);
-    let dirty = node.take_dirty();
     let due = state.last_full.elapsed() >= settings.anti_entropy;
     if heartbeat.fresh || recovered || dirty || due {
         match node.reassert_all().await {

@@ -169,7 +169,11 @@ impl Node {
         self.remote.forget(&record.token);
         let admitted = self
             .registry
-            .register(&record, self.settings.max_sessions_per_token)
+            .register(
+                &record,
+                self.settings.max_sessions_per_token,
+                &self.dead_peers(),
+            )
             .await;
         match admitted {
             Ok(Admission::Admitted { shared }) => {
@@ -216,6 +220,16 @@ impl Node {
     }
 
     /// Replaces the set of peers whose heartbeat ran out (this node is never one of them).
+    /// The peers the last heartbeat judged dead.
+    fn dead_peers(&self) -> Vec<NodeId> {
+        lock(&self.dead_peers).iter().cloned().collect()
+    }
+
+    /// Re-assert every session on the next heartbeat.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
     pub fn set_dead_peers(&self, dead: impl IntoIterator<Item = NodeId>) {
         let dead = dead.into_iter().filter(|n| n != self.id()).collect();
         *lock(&self.dead_peers) = dead;

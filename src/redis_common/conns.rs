@@ -10,11 +10,16 @@
 //! that created it, so a worker thread that always uses "its" connection never wakes another
 //! thread to reach Redis (the profile showed those wake-ups as the largest cost).
 
+use crate::config::redis_url::RedisTopology;
 use deadpool_redis::{Connection, Pool};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Cmd, RedisFuture, Value};
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Connections the pool may open (commands and publishes; the subscriber has its own).
@@ -23,6 +28,10 @@ const POOL_SIZE: usize = 16;
 /// Shared connections per node: one per thread that talks to Redis (HTTP workers, the main
 /// runtime), modulo this.
 const SHARED: usize = 4;
+
+/// Commands in flight at once when a batch cannot be one pipeline (a Cluster: its keys live in
+/// many slots, and redis-rs refuses a pipeline across slots).
+const BATCH_CONCURRENCY: usize = 64;
 
 thread_local! {
     /// This thread's slot, assigned round-robin on first use.
@@ -46,46 +55,223 @@ fn my_slot() -> usize {
 pub enum CommandError {
     #[error("no Redis connection")]
     Connect(#[source] deadpool_redis::PoolError),
+    #[error("no Redis connection")]
+    Open(#[source] redis::RedisError),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
 }
 
-pub struct RedisConns {
-    pool: Pool,
-    slots: [Mutex<Option<MultiplexedConnection>>; SHARED],
-    op_timeout: Duration,
+/// A command connection of any topology: one Redis (standalone, or the primary Sentinel
+/// named when it was opened), or a Redis Cluster (routing each command by its key's slot).
+#[derive(Clone)]
+pub enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
 }
 
-impl RedisConns {
-    pub fn new(pool: Pool, op_timeout: Duration) -> Self {
-        Self {
-            pool,
-            slots: Default::default(),
-            op_timeout,
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
-    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where command connections come from.
+enum Connector {
+    /// One Redis, through deadpool-redis.
+    Pool(Pool),
+    /// The primary the sentinels name at the time of the connect. Not deadpool-redis' sentinel
+    /// manager: it does not say which primary a connection reached, and a connection left on a
+    /// demoted primary must be found and dropped (see [`RedisConns::watch_topology`]).
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        config: redis::AsyncConnectionConfig,
+    },
+    /// A Redis Cluster. Not deadpool-redis' cluster manager: it can set neither timeouts nor
+    /// retries, and redis-rs' defaults (16 retries, waits from 1.28 s) are far beyond hostie's
+    /// Redis deadline.
+    Cluster(ClusterClient),
+}
+
+/// One shared connection and, on Sentinel, the primary it reached (`host:port`).
+#[derive(Clone)]
+struct Slot {
+    conn: Conn,
+    primary: Option<String>,
+}
+
+pub struct RedisConns {
+    topology: RedisTopology,
+    connector: Connector,
+    slots: [Mutex<Option<Slot>>; SHARED],
+    op_timeout: Duration,
+    /// Topology changes seen (a new primary, a new cluster epoch): whoever holds state that
+    /// depends on where the data lives (the subscriber, the records) compares it.
+    generation: AtomicU64,
+    /// What the last [`Self::watch_topology`] saw: the primary's address (Sentinel) or the
+    /// highest cluster epoch (Cluster).
+    seen: Mutex<Option<String>>,
+    max_epoch: AtomicU64,
+}
+
+impl RedisConns {
+    /// Command connections for `topology`, none opened yet.
+    pub fn new(topology: RedisTopology, op_timeout: Duration) -> Result<Self, RedisPoolError> {
+        let connector = match &topology {
+            RedisTopology::Standalone { url } => Connector::Pool(redis_pool(url, op_timeout)?),
+            RedisTopology::Sentinel {
+                sentinels,
+                master,
+                tls,
+                username,
+                password,
+                db,
+            } => {
+                let mut redis_info = redis::RedisConnectionInfo::default().set_db(*db);
+                if let Some(u) = username {
+                    redis_info = redis_info.set_username(u);
+                }
+                if let Some(p) = password {
+                    redis_info = redis_info.set_password(p);
+                }
+                let mut node =
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(redis_info);
+                if *tls {
+                    node = node.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let client = SentinelClient::build(
+                    sentinels.clone(),
+                    master.clone(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(RedisPoolError::Url)?;
+                Connector::Sentinel {
+                    client: tokio::sync::Mutex::new(client),
+                    config: connection_config(op_timeout),
+                }
+            }
+            RedisTopology::Cluster { seeds } => Connector::Cluster(
+                cluster_client(seeds, op_timeout)
+                    .build()
+                    .map_err(RedisPoolError::Url)?,
+            ),
+        };
+        if topology.uses_tls() {
+            install_crypto_provider();
+        }
+        Ok(Self {
+            topology,
+            connector,
+            slots: Default::default(),
+            op_timeout,
+            generation: AtomicU64::new(0),
+            seen: Mutex::default(),
+            max_epoch: AtomicU64::new(0),
+        })
+    }
+
+    pub fn topology(&self) -> &RedisTopology {
+        &self.topology
+    }
+
+    /// Whether keys of one command batch may live on different servers (a Cluster): then
+    /// commands are sent side by side, never in one pipeline or script.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connector, Connector::Cluster(_))
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
+    /// How many topology changes [`Self::watch_topology`] has seen.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Slot>> {
         // The slot holds an Option that is replaced whole: never half-written.
         self.slots[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn connection(&self, i: usize) -> Result<MultiplexedConnection, CommandError> {
-        if let Some(conn) = self.slot(i).clone() {
-            return Ok(conn);
+    /// A new command connection, and on Sentinel the primary it reached.
+    async fn open(&self) -> Result<Slot, CommandError> {
+        match &self.connector {
+            Connector::Pool(pool) => Ok(Slot {
+                conn: Conn::Single(Connection::take(
+                    pool.get().await.map_err(CommandError::Connect)?,
+                )),
+                primary: None,
+            }),
+            Connector::Sentinel { client, config } => {
+                let primary = client
+                    .lock()
+                    .await
+                    .async_get_client()
+                    .await
+                    .map_err(CommandError::Open)?;
+                let address = primary.get_connection_info().addr().to_string();
+                let conn = primary
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map_err(CommandError::Open)?;
+                Ok(Slot {
+                    conn: Conn::Single(conn),
+                    primary: Some(address),
+                })
+            }
+            Connector::Cluster(client) => Ok(Slot {
+                conn: Conn::Cluster(
+                    client
+                        .get_async_connection()
+                        .await
+                        .map_err(CommandError::Open)?,
+                ),
+                primary: None,
+            }),
         }
-        let fresh = Connection::take(self.pool.get().await.map_err(CommandError::Connect)?);
-        *self.slot(i) = Some(fresh.clone());
-        Ok(fresh)
+    }
+
+    async fn connection(&self, i: usize) -> Result<Conn, CommandError> {
+        if let Some(slot) = self.slot(i).clone() {
+            return Ok(slot.conn);
+        }
+        let fresh = self.open().await?;
+        let conn = fresh.conn.clone();
+        *self.slot(i) = Some(fresh);
+        Ok(conn)
     }
 
     /// Runs one command (or pipeline, or script) on a shared connection, bounded by the
-    /// operation timeout. A connection that failed or hung is dropped.
+    /// operation timeout. A connection that failed or hung is dropped, and so is one that
+    /// reached a replica (`READONLY`: a primary demoted by a failover keeps its clients).
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, CommandError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let i = my_slot();
@@ -102,6 +288,7 @@ impl RedisConns {
                     || e.is_connection_dropped()
                     || e.is_timeout()
                     || e.is_unrecoverable_error()
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             }
             Err(CommandError::Timeout(_)) => true,
             _ => false,
@@ -111,6 +298,185 @@ impl RedisConns {
         }
         result
     }
+
+    /// Two commands in one round trip of wall time: one pipeline on one Redis; on a Cluster,
+    /// where their keys may hash to different slots, sent side by side.
+    pub async fn pair<A, B>(&self, a: Cmd, b: Cmd) -> Result<(A, B), CommandError>
+    where
+        A: redis::FromRedisValue,
+        B: redis::FromRedisValue,
+    {
+        self.run(|mut conn| async move {
+            match conn {
+                Conn::Single(_) => {
+                    redis::pipe()
+                        .add_command(a)
+                        .add_command(b)
+                        .query_async(&mut conn)
+                        .await
+                }
+                Conn::Cluster(_) => {
+                    let mut other = conn.clone();
+                    tokio::try_join!(a.query_async(&mut conn), b.query_async(&mut other))
+                }
+            }
+        })
+        .await
+    }
+
+    /// Commands whose replies are not needed, in as few round trips as the topology allows:
+    /// one pipeline on one Redis; on a Cluster, side by side (at most [`BATCH_CONCURRENCY`]
+    /// in flight). The integer replies are summed (the number of fields deleted, say).
+    pub async fn batch(&self, commands: Vec<Cmd>) -> Result<i64, CommandError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        if commands.is_empty() {
+            return Ok(0);
+        }
+        self.run(|mut conn| async move {
+            let sum = |values: Vec<Value>| {
+                values
+                    .iter()
+                    .map(|v| match v {
+                        Value::Int(n) => *n,
+                        _ => 0,
+                    })
+                    .sum::<i64>()
+            };
+            match conn {
+                Conn::Single(_) => {
+                    let mut pipe = redis::pipe();
+                    for c in commands {
+                        pipe.add_command(c);
+                    }
+                    pipe.query_async::<Vec<Value>>(&mut conn).await.map(sum)
+                }
+                Conn::Cluster(_) => futures_util::stream::iter(commands)
+                    .map(|c| {
+                        let mut conn = conn.clone();
+                        async move { c.query_async::<Value>(&mut conn).await }
+                    })
+                    .buffer_unordered(BATCH_CONCURRENCY)
+                    .try_collect::<Vec<Value>>()
+                    .await
+                    .map(sum),
+            }
+        })
+        .await
+    }
+
+    /// Checks where the data lives now, at most once per call (every heartbeat): on Sentinel,
+    /// the primary the sentinels name; on a Cluster, the cluster's configuration epoch, which
+    /// every failover and slot move raises. Returns whether it changed since the last call.
+    /// On Sentinel, every connection to another server is dropped here: a primary demoted by
+    /// `SENTINEL FAILOVER` goes on taking writes for seconds before Sentinel reconfigures it,
+    /// and those writes would be lost.
+    pub async fn watch_topology(&self) -> Result<bool, CommandError> {
+        let seen = match &self.connector {
+            Connector::Pool(_) => return Ok(false),
+            Connector::Sentinel { client, .. } => {
+                let resolve = async {
+                    let primary = client.lock().await.async_get_client().await?;
+                    redis::RedisResult::Ok(primary.get_connection_info().addr().to_string())
+                };
+                let primary = tokio::time::timeout(self.op_timeout, resolve)
+                    .await
+                    .map_err(|_| CommandError::Timeout(self.op_timeout))?
+                    .map_err(CommandError::Open)?;
+                for i in 0..SHARED {
+                    let mut slot = self.slot(i);
+                    if slot
+                        .as_ref()
+                        .is_some_and(|s| s.primary.as_deref() != Some(primary.as_str()))
+                    {
+                        slot.take();
+                    }
+                }
+                primary
+            }
+            Connector::Cluster(_) => {
+                let info: String = self
+                    .run(|mut conn| async move {
+                        redis::cmd("CLUSTER")
+                            .arg("INFO")
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                let epoch = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
+                    .and_then(|e| e.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                // `CLUSTER INFO` goes to any node, and one that has not heard of the latest
+                // failover yet reports an older epoch: only a higher one is news.
+                let before = self.max_epoch.fetch_max(epoch, Ordering::SeqCst);
+                if epoch <= before {
+                    return Ok(false);
+                }
+                epoch.to_string()
+            }
+        };
+        let mut last = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = last.as_ref().is_some_and(|l| *l != seen);
+        *last = Some(seen);
+        if changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(changed)
+    }
+
+    /// A client for the subscriber on one Redis: the standalone server, or the primary the
+    /// sentinels name now. Not for a Cluster (see [`Self::cluster_subscriber`]).
+    pub async fn subscriber_client(&self) -> Result<redis::Client, CommandError> {
+        match (&self.connector, &self.topology) {
+            (Connector::Sentinel { client, .. }, _) => client
+                .lock()
+                .await
+                .async_get_client()
+                .await
+                .map_err(CommandError::Open),
+            (_, RedisTopology::Standalone { url }) => {
+                redis::Client::open(url.as_str()).map_err(CommandError::Open)
+            }
+            _ => unreachable!("a Cluster's subscriber is a cluster connection"),
+        }
+    }
+
+    /// A new RESP3 cluster connection for the subscriber, delivering pushes to `push`.
+    pub async fn cluster_subscriber(
+        &self,
+        push: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<ClusterConnection, CommandError> {
+        let RedisTopology::Cluster { seeds } = &self.topology else {
+            unreachable!("only a Cluster has a cluster subscriber");
+        };
+        cluster_client(seeds, self.op_timeout)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(push)
+            .build()
+            .map_err(CommandError::Open)?
+            .get_async_connection()
+            .await
+            .map_err(CommandError::Open)
+    }
+}
+
+/// A cluster client whose every wait fits in hostie's Redis deadline: redis-rs' defaults
+/// (16 retries, the first after 1.28 s) would outlast any discovery.
+fn cluster_client(seeds: &[String], op_timeout: Duration) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(seeds.to_vec())
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .connection_timeout(op_timeout)
+        .response_timeout(op_timeout)
+}
+
+/// redis-rs builds its TLS configuration with rustls' process-wide provider; hostie's own
+/// listeners pass theirs explicitly, so for `rediss` the same one (ring) is installed.
+fn install_crypto_provider() {
+    // An error means a provider is installed already: that one is used.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A pool of multiplexed Redis connections whose waits, connects, recycles and replies are all

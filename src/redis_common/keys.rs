@@ -1,6 +1,11 @@
 //! Every Redis key and channel name, built in one place. What each holds, how it is encoded and
-//! who writes it: `docs/redis.md` (the schema is written there once). A move to Redis Cluster
-//! changes only this file and the scripts that build token keys from node sets.
+//! who writes it: `docs/redis.md` (the schema is written there once).
+//!
+//! Keys carry Redis Cluster hash tags (the part in braces decides the slot): a token's records
+//! live in the slot of its hash, a node's session set, probe key and channel in the slot of the
+//! node's id, so that each command and script touches one slot and the data spreads over the
+//! shards. On one Redis the braces are just characters. The prefix may not contain braces
+//! (checked with the flags), or the first brace pair would be the prefix's.
 
 use crate::model::{NodeId, SessionId};
 use crate::protocol::TokenHash;
@@ -18,16 +23,17 @@ impl Keys {
     }
 
     pub fn token(&self, token: &TokenHash) -> String {
-        format!("{}{}", self.token_prefix(), token.to_hex())
+        format!("{}{}}}", self.token_prefix(), token.to_hex())
     }
 
-    /// What `remove_node.lua` prepends to a member's token hash to name its token key.
+    /// What `remove_node.lua` puts before a member's token hash to name its token key (and
+    /// `}` after it).
     pub fn token_prefix(&self) -> String {
-        format!("{}:tok:", self.prefix)
+        format!("{}:tok:{{", self.prefix)
     }
 
     pub fn node_sessions(&self, node: &NodeId) -> String {
-        format!("{}:node:{}:sessions", self.prefix, node.0)
+        format!("{}:node:{{{}}}:sessions", self.prefix, node.0)
     }
 
     pub fn nodes(&self) -> String {
@@ -36,11 +42,11 @@ impl Keys {
 
     /// Written by readiness checks: a write that fails when Redis refuses writes.
     pub fn probe(&self, node: &NodeId) -> String {
-        format!("{}:node:{}:probe", self.prefix, node.0)
+        format!("{}:node:{{{}}}:probe", self.prefix, node.0)
     }
 
     pub fn node_channel(&self, node: &NodeId) -> String {
-        format!("{}:node:{}", self.prefix, node.0)
+        format!("{}:node:{{{}}}", self.prefix, node.0)
     }
 
     pub fn events_channel(&self) -> String {
@@ -62,11 +68,11 @@ mod tests {
         let k = Keys::new("hostie");
         let h = TokenHash([0xab; 32]);
         let n = NodeId("a".into());
-        assert_eq!(k.token(&h), format!("hostie:tok:{}", "ab".repeat(32)));
-        assert_eq!(k.node_sessions(&n), "hostie:node:a:sessions");
+        assert_eq!(k.token(&h), format!("hostie:tok:{{{}}}", "ab".repeat(32)));
+        assert_eq!(k.node_sessions(&n), "hostie:node:{a}:sessions");
         assert_eq!(k.nodes(), "hostie:nodes");
-        assert_eq!(k.probe(&n), "hostie:node:a:probe");
-        assert_eq!(k.node_channel(&n), "hostie:node:a");
+        assert_eq!(k.probe(&n), "hostie:node:{a}:probe");
+        assert_eq!(k.node_channel(&n), "hostie:node:{a}");
         assert_eq!(k.events_channel(), "hostie:events");
         let s = SessionId(uuid::Uuid::nil());
         assert_eq!(

@@ -5,5 +5,6 @@
 pub mod conns;
 pub mod keys;
 
-pub use conns::{CommandError, RedisConns};
+pub use crate::config::redis_url::RedisTopology;
+pub use conns::{CommandError, Conn, RedisConns};
 pub use keys::Keys;

@@ -37,10 +37,12 @@ impl Registry for MemoryRegistry {
         &self,
         record: &SessionRecord,
         max_per_token: usize,
+        dead: &[NodeId],
     ) -> Result<Admission, RegistryError> {
         let shared = {
             let mut tokens = self.lock();
             let list = tokens.entry(record.token).or_default();
+            list.retain(|r| !dead.contains(&r.node));
             let shared = list.iter().any(|r| r.node != record.node);
             if list.iter().any(|r| r.session == record.session) {
                 return Ok(Admission::Admitted { shared });

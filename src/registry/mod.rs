@@ -44,11 +44,13 @@ pub enum RegistryError {
 
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
-    /// Records a session unless its token already has `max_per_token` sessions.
+    /// Records a session unless its token already has `max_per_token` sessions, not counting
+    /// (and removing) records of the `dead` nodes (the caller's judgement of its peers).
     async fn register(
         &self,
         record: &SessionRecord,
         max_per_token: usize,
+        dead: &[NodeId],
     ) -> Result<Admission, RegistryError>;
 
     /// Removes exactly this session's record (fenced by id).
@@ -92,7 +94,9 @@ pub struct Lookup {
 /// What one heartbeat learned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Heartbeat {
-    /// The backend had no entry for this node: everything must be re-asserted.
+    /// The backend had no entry for this node, or it had run out, or the Redis topology
+    /// changed (a failover, a slot move): everything must be re-asserted, and peers are not
+    /// judged until the topology has settled.
     pub fresh: bool,
     /// Nodes alive now (this one included).
     pub alive: usize,

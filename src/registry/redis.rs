@@ -2,15 +2,22 @@
 //!
 //! Atomic steps are Lua scripts (`lua/*.lua`, each documenting its KEYS and ARGV). Every call
 //! is bounded by `op_timeout`, and every failure is counted by operation.
+//!
+//! The same commands run on every topology (docs/redis.md). Each command and script touches one
+//! slot, so that on a Redis Cluster it runs where its key lives; two commands of one operation
+//! go out together (one pipeline on one Redis, side by side on a Cluster), one round trip of
+//! wall time. Only removing a node's records differs: one atomic script on one Redis, a
+//! claim/delete/finish sequence on a Cluster (`lua/claim_node.lua`).
 
 use super::{Admission, Heartbeat, Lookup, Registry, RegistryError};
 use crate::metrics::Metrics;
 use crate::model::{BusMessage, NodeId, RedisOp, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
-use crate::redis_common::{Keys, RedisConns};
+use crate::redis_common::{Conn, Keys, RedisConns};
 use crate::telemetry::ErrorChain;
 use async_trait::async_trait;
 use redis::Script;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -20,6 +27,8 @@ static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 static REMOVE_NODE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/remove_node.lua")));
+static CLAIM_NODE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/claim_node.lua")));
 
 /// How many dead nodes one heartbeat reports (to hide from lookups and to sweep).
 const DEAD_PER_BEAT: usize = 64;
@@ -54,14 +63,19 @@ impl RedisRegistry {
     /// Runs one Redis operation, bounded and counted.
     async fn run<T, F, Fut>(&self, op: RedisOp, f: F) -> Result<T, RegistryError>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let result = self
-            .conns
-            .run(f)
-            .await
-            .map_err(|source| RegistryError::Redis { op, source });
+        self.counted(op, self.conns.run(f).await)
+    }
+
+    /// Maps a command's failure to the registry's, counted and logged.
+    fn counted<T>(
+        &self,
+        op: RedisOp,
+        result: Result<T, crate::redis_common::CommandError>,
+    ) -> Result<T, RegistryError> {
+        let result = result.map_err(|source| RegistryError::Redis { op, source });
         if let Err(e) = &result {
             self.metrics.redis_error(op);
             tracing::debug!(error = %ErrorChain(e), "redis operation failed");
@@ -80,72 +94,78 @@ impl Registry for RedisRegistry {
         &self,
         record: &SessionRecord,
         max_per_token: usize,
+        dead: &[NodeId],
     ) -> Result<Admission, RegistryError> {
-        let (token_key, set_key, nodes_key) = (
-            self.keys.token(&record.token),
-            self.keys.node_sessions(&record.node),
-            self.keys.nodes(),
-        );
-        let (session, json) = (record.session.to_string(), encode(record));
+        let token_key = self.keys.token(&record.token);
+        let set_key = self.keys.node_sessions(&record.node);
         let member = Keys::member(&record.token, record.session);
         let notice = BusMessage::Registered {
             token: record.token,
             node: record.node.clone(),
         }
         .encode();
-        let events = self.keys.events_channel();
+        let mut script = REGISTER.prepare_invoke();
+        script
+            .key(token_key)
+            .arg(record.session.to_string())
+            .arg(encode(record))
+            .arg(max_per_token)
+            .arg(&record.node.0)
+            .arg(self.keys.events_channel())
+            .arg(notice);
+        for node in dead {
+            script.arg(&node.0);
+        }
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg(&set_key).arg(&member);
+        // The script and the member's SADD, side by side: the member is taken back in the rare
+        // case of a full token.
         let admitted: i64 = self
             .run(RedisOp::Register, |mut conn| async move {
-                REGISTER
-                    .key(token_key)
-                    .key(set_key)
-                    .key(nodes_key)
-                    .arg(session)
-                    .arg(json)
-                    .arg(max_per_token)
+                let mut other = conn.clone();
+                let (admitted, ()) =
+                    tokio::try_join!(script.invoke_async(&mut conn), sadd.query_async(&mut other))?;
+                Ok(admitted)
+            })
+            .await?;
+        if admitted == 0 {
+            self.run(RedisOp::Register, |mut conn| async move {
+                redis::cmd("SREM")
+                    .arg(set_key)
                     .arg(member)
-                    .arg(&record.node.0)
-                    .arg(events)
-                    .arg(notice)
-                    .invoke_async(&mut conn)
+                    .query_async::<()>(&mut conn)
                     .await
             })
             .await?;
-        Ok(match admitted {
-            0 => Admission::TokenFull,
-            n => Admission::Admitted { shared: n == 2 },
+            return Ok(Admission::TokenFull);
+        }
+        Ok(Admission::Admitted {
+            shared: admitted == 2,
         })
     }
 
     async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError> {
-        let (token_key, set_key) = (self.keys.token(token), self.keys.node_sessions(&self.node));
-        let member = Keys::member(token, session);
-        self.run(RedisOp::Release, |mut conn| async move {
-            redis::pipe()
-                .hdel(token_key, session.to_string())
-                .ignore()
-                .srem(set_key, member)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let mut hdel = redis::cmd("HDEL");
+        hdel.arg(self.keys.token(token)).arg(session.to_string());
+        let mut srem = redis::cmd("SREM");
+        srem.arg(self.keys.node_sessions(&self.node))
+            .arg(Keys::member(token, session));
+        let result = self.conns.pair::<(), ()>(hdel, srem).await;
+        self.counted(RedisOp::Release, result).map(drop)
     }
 
     /// One plain `HVALS`, pipelined with this node's own heartbeat score: the cheapest lookup
     /// Redis can serve that also tells whether Redis lost data (this node's entry is gone).
     async fn candidates(&self, token: &TokenHash) -> Result<Lookup, RegistryError> {
-        let (token_key, nodes_key) = (self.keys.token(token), self.keys.nodes());
-        let (raw, own): (Vec<String>, Option<f64>) = self
-            .run(RedisOp::Lookup, |mut conn| async move {
-                redis::pipe()
-                    .cmd("HVALS")
-                    .arg(token_key)
-                    .zscore(nodes_key, &self.node.0)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let mut hvals = redis::cmd("HVALS");
+        hvals.arg(self.keys.token(token));
+        let mut zscore = redis::cmd("ZSCORE");
+        zscore.arg(self.keys.nodes()).arg(&self.node.0);
+        let result = self
+            .conns
+            .pair::<Vec<String>, Option<f64>>(hvals, zscore)
+            .await;
+        let (raw, own) = self.counted(RedisOp::Lookup, result)?;
         let mut records: Vec<SessionRecord> = raw
             .iter()
             .filter_map(|json| serde_json::from_str::<SessionRecord>(json).ok())
@@ -158,9 +178,7 @@ impl Registry for RedisRegistry {
     }
 
     async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError> {
-        self.remove_node(node, "force", RedisOp::Drain)
-            .await
-            .map(drop)
+        self.remove_node(node, true, RedisOp::Drain).await.map(drop)
     }
 
     /// A `SET` of this node's probe key, expiring after a minute.
@@ -181,17 +199,26 @@ impl Registry for RedisRegistry {
     async fn heartbeat(&self, node: &NodeId) -> Result<Heartbeat, RegistryError> {
         let nodes_key = self.keys.nodes();
         let ttl_ms = self.heartbeat_ttl.as_millis() as u64;
-        let reply: Vec<redis::Value> = self
-            .run(RedisOp::Heartbeat, |mut conn| async move {
-                HEARTBEAT
-                    .key(nodes_key)
-                    .arg(&node.0)
-                    .arg(ttl_ms)
-                    .arg(DEAD_PER_BEAT)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let beat = self.run(RedisOp::Heartbeat, |mut conn| async move {
+            HEARTBEAT
+                .key(nodes_key)
+                .arg(&node.0)
+                .arg(ttl_ms)
+                .arg(DEAD_PER_BEAT)
+                .invoke_async::<Vec<redis::Value>>(&mut conn)
+                .await
+        });
+        // Where the data lives, asked beside the beat: a new primary or cluster epoch may have
+        // lost recent writes (replication is asynchronous) and carries stale heartbeats.
+        let (reply, moved) = tokio::join!(beat, self.conns.watch_topology());
+        let reply = reply?;
+        let moved = self.counted(RedisOp::Heartbeat, moved)?;
+        if moved {
+            tracing::warn!(
+                topology = self.conns.topology().name(),
+                "Redis topology changed (failover or slot move): re-asserting every session"
+            );
+        }
         let int = |v: Option<&redis::Value>| match v {
             Some(redis::Value::Int(n)) => *n,
             _ => 0,
@@ -203,60 +230,118 @@ impl Registry for RedisRegistry {
             .map(NodeId)
             .collect();
         Ok(Heartbeat {
-            fresh: int(reply.first()) == 1,
+            fresh: int(reply.first()) == 1 || moved,
             alive: int(reply.get(1)).max(0) as usize,
             dead,
         })
     }
 
     async fn sweep(&self, dead: &NodeId) -> Result<usize, RegistryError> {
-        let removed = self.remove_node(dead, "dead", RedisOp::Sweep).await?;
+        let removed = self.remove_node(dead, false, RedisOp::Sweep).await?;
         Ok(removed.max(0) as usize)
     }
 
     async fn reassert(&self, records: &[SessionRecord]) -> Result<(), RegistryError> {
         for chunk in records.chunks(REASSERT_CHUNK) {
-            let mut pipe = redis::pipe();
+            let mut commands = Vec::with_capacity(chunk.len() + 1);
+            let mut members: HashMap<&NodeId, Vec<String>> = HashMap::new();
             for r in chunk {
-                pipe.hset(self.keys.token(&r.token), r.session.to_string(), encode(r))
-                    .ignore()
-                    .sadd(
-                        self.keys.node_sessions(&r.node),
-                        Keys::member(&r.token, r.session),
-                    )
-                    .ignore();
+                let mut hset = redis::cmd("HSET");
+                hset.arg(self.keys.token(&r.token))
+                    .arg(r.session.to_string())
+                    .arg(encode(r));
+                commands.push(hset);
+                members
+                    .entry(&r.node)
+                    .or_default()
+                    .push(Keys::member(&r.token, r.session));
             }
-            self.run(RedisOp::Reassert, |mut conn| async move {
-                pipe.query_async::<()>(&mut conn).await
-            })
-            .await?;
+            for (node, members) in members {
+                let mut sadd = redis::cmd("SADD");
+                sadd.arg(self.keys.node_sessions(node)).arg(members);
+                commands.push(sadd);
+            }
+            let result = self.conns.batch(commands).await;
+            self.counted(RedisOp::Reassert, result)?;
         }
         Ok(())
     }
 }
 
 impl RedisRegistry {
+    /// Removes every record of `node`: `force` for its own drain, else only while it is dead.
+    /// Returns the records removed, or -1 when the node is alive again.
     async fn remove_node(
         &self,
         node: &NodeId,
-        mode: &str,
+        force: bool,
         op: RedisOp,
     ) -> Result<i64, RegistryError> {
-        let (nodes_key, set_key, prefix) = (
-            self.keys.nodes(),
-            self.keys.node_sessions(node),
-            self.keys.token_prefix(),
-        );
+        let (nodes_key, set_key) = (self.keys.nodes(), self.keys.node_sessions(node));
+        if !self.conns.is_cluster() {
+            let prefix = self.keys.token_prefix();
+            let mode = if force { "force" } else { "dead" };
+            return self
+                .run(op, |mut conn| async move {
+                    REMOVE_NODE
+                        .key(nodes_key)
+                        .key(set_key)
+                        .arg(&node.0)
+                        .arg(prefix)
+                        .arg(mode)
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await;
+        }
+        // A Cluster: claim, delete token by token, finish. A sweep cut short leaves the claim
+        // marker, so the node stays reported dead and the next sweep resumes; a node that
+        // comes back meanwhile finds the marker and re-asserts (twice: the deletes may still
+        // be running).
+        let step = |mode: &'static str| {
+            let nodes_key = nodes_key.clone();
+            self.run(op, move |mut conn| async move {
+                CLAIM_NODE
+                    .key(nodes_key)
+                    .arg(&node.0)
+                    .arg(mode)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+            })
+        };
+        if !force && step("claim").await? < 0 {
+            return Ok(-1);
+        }
+        let set = set_key.clone();
+        let members: Vec<String> = self
+            .run(op, |mut conn| async move {
+                redis::cmd("SMEMBERS").arg(set).query_async(&mut conn).await
+            })
+            .await?;
+        let mut by_token: HashMap<&str, Vec<&str>> = HashMap::new();
+        for m in &members {
+            if let Some((hash, session)) = m.split_once(':') {
+                by_token.entry(hash).or_default().push(session);
+            }
+        }
+        let prefix = self.keys.token_prefix();
+        let commands = by_token
+            .into_iter()
+            .map(|(hash, sessions)| {
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(format!("{prefix}{hash}}}")).arg(sessions);
+                hdel
+            })
+            .collect();
+        let removed = self.counted(op, self.conns.batch(commands).await)?;
         self.run(op, |mut conn| async move {
-            REMOVE_NODE
-                .key(nodes_key)
-                .key(set_key)
-                .arg(&node.0)
-                .arg(prefix)
-                .arg(mode)
-                .invoke_async(&mut conn)
+            redis::cmd("DEL")
+                .arg(set_key)
+                .query_async::<()>(&mut conn)
                 .await
         })
-        .await
+        .await?;
+        step(if force { "leave" } else { "finish" }).await?;
+        Ok(removed)
     }
 }

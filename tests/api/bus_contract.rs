@@ -11,7 +11,7 @@ use hostie::memory_broker::MemoryBroker;
 use hostie::metrics::Metrics;
 use hostie::model::{NodeId, PortAnswer, PortError, PortSource, SessionId, SessionRecord};
 use hostie::protocol::{PeerHint, TokenHash};
-use hostie::redis_common::{Keys, RedisConns, conns::redis_pool};
+use hostie::redis_common::{Keys, RedisConns, RedisTopology};
 use hostie::registry::{MemoryRegistry, RedisRegistry, Registry};
 use hostie_testkit::redis_server::RedisServer;
 use std::collections::HashMap;
@@ -121,17 +121,15 @@ async fn redis() -> Backend {
     let keys = Keys::new(&prefix());
     let op_timeout = Duration::from_secs(1);
     let conns = || {
-        let pool = redis_pool(&redis.url(), op_timeout).unwrap();
-        Arc::new(RedisConns::new(pool, op_timeout))
+        let topology = RedisTopology::parse(&redis.url()).unwrap();
+        Arc::new(RedisConns::new(topology, op_timeout).unwrap())
     };
     let transport = |node: &NodeId, metrics| -> Arc<dyn Transport> {
-        let client = redis::Client::open(redis.url()).unwrap();
         let subscriber = SubscriberSettings {
             op_timeout,
             probe_every: Duration::from_millis(200),
         };
         Arc::new(RedisTransport::new(
-            client,
             subscriber,
             conns(),
             keys.clone(),
@@ -247,7 +245,7 @@ async fn contract(backend: Backend) {
         peer: PeerHint::Ask,
         source: None,
     };
-    registry.register(&record, 10).await.expect("admitted");
+    registry.register(&record, 10, &[]).await.expect("admitted");
     assert!(
         eventually(SOON, || async {
             a.owner.registrations.lock().unwrap().contains(&token)
@@ -263,7 +261,10 @@ async fn contract(backend: Backend) {
         token: token_of_a,
         ..record
     };
-    registry.register(&record_of_a, 10).await.expect("admitted");
+    registry
+        .register(&record_of_a, 10, &[])
+        .await
+        .expect("admitted");
     assert!(
         eventually(SOON, || async {
             !b.owner.registrations.lock().unwrap().is_empty()

@@ -233,13 +233,8 @@ async fn a_close_that_redis_missed_is_removed_once_redis_answers() {
         .await
         .unwrap();
     assert_eq!(nodes[1].discover(&t).await.0, 200);
-    let key = format!(
-        "{pfx}:tok:{}",
-        hostie::protocol::Token::new(t.clone())
-            .unwrap()
-            .hash()
-            .to_hex()
-    );
+    let key = hostie::redis_common::Keys::new(&pfx)
+        .token(&hostie::protocol::Token::new(t.clone()).unwrap().hash());
     assert_eq!(redis.cli(&["HLEN", &key]).trim(), "1");
     // Redis stops answering writes (data kept), the gateway leaves meanwhile.
     redis.pause(1500, false);

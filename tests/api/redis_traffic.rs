@@ -139,8 +139,8 @@ async fn round_trip_budget_registration_discovery_release() {
     let register = commands_between(&log, "\"m1\"", "\"m2\"");
     assert_eq!(
         register,
-        ["EVALSHA"],
-        "registration is one script call:\n{log}"
+        ["EVALSHA", "SADD"],
+        "registration is one script call and the node set's SADD, sent together:\n{log}"
     );
     let discovery = commands_between(&log, "\"m2\"", "\"m2b\"");
     assert_eq!(

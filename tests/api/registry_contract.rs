@@ -1,14 +1,16 @@
 //! The registry contract, run against both implementations: a seeded model test of random
-//! operations compared with a plain model, plus liveness (heartbeat, sweep) on Redis.
+//! operations compared with a plain model, plus liveness (heartbeat, sweep) on Redis, on one
+//! Redis and on a 3-primary Redis Cluster (where every command must stay in one slot).
 
 use crate::helpers::{WRITE_REFUSALS, init};
 use hostie::memory_broker::MemoryBroker;
 use hostie::metrics::Metrics;
 use hostie::model::{NodeId, SessionId, SessionRecord, newest_first};
 use hostie::protocol::{PeerHint, TokenHash};
-use hostie::redis_common::{Keys, RedisConns, conns::redis_pool};
+use hostie::redis_common::{Keys, RedisConns, RedisTopology};
 use hostie::registry::{Admission, MemoryRegistry, RedisRegistry, Registry};
 use hostie_testkit::redis_server::RedisServer;
+use hostie_testkit::redis_topology::RedisCluster;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,21 +42,59 @@ fn record(token: TokenHash, node: &NodeId, at: u64) -> SessionRecord {
     }
 }
 
-fn redis_registry(redis: &RedisServer, node: &str, ttl: Duration) -> Arc<dyn Registry> {
+/// Where a Redis registry keeps its data: one Redis, or a Redis Cluster.
+enum Store {
+    One(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Store {
+    fn url(&self) -> String {
+        match self {
+            Self::One(r) => r.url(),
+            Self::Cluster(c) => c.hostie_url(),
+        }
+    }
+
+    /// One prefix per store: each test starts its own.
+    fn prefix(&self) -> String {
+        match self {
+            Self::One(r) => format!("contract{}", r.port),
+            Self::Cluster(c) => format!("contract{}", c.ports()[0]),
+        }
+    }
+
+    /// `redis-cli` on the server that holds the key (`-c` follows `MOVED` on a Cluster).
+    fn cli(&self, args: &[&str]) -> String {
+        match self {
+            Self::One(r) => r.cli(args),
+            Self::Cluster(c) => c.cli_any(args),
+        }
+    }
+
+    /// Empties every server.
+    fn flush(&self) {
+        match self {
+            Self::One(r) => assert_eq!(r.cli(&["FLUSHALL"]).trim(), "OK"),
+            Self::Cluster(c) => {
+                for p in c.primaries() {
+                    assert_eq!(c.cli(p, &["FLUSHALL"]).trim(), "OK");
+                }
+            }
+        }
+    }
+}
+
+fn redis_registry(store: &Store, node: &str, ttl: Duration) -> Arc<dyn Registry> {
     let op_timeout = Duration::from_secs(1);
-    let pool = redis_pool(&redis.url(), op_timeout).unwrap();
+    let topology = RedisTopology::parse(&store.url()).unwrap();
     Arc::new(RedisRegistry::new(
-        Arc::new(RedisConns::new(pool, op_timeout)),
-        Keys::new(&redis_prefix(redis)),
+        Arc::new(RedisConns::new(topology, op_timeout).unwrap()),
+        Keys::new(&store.prefix()),
         NodeId(node.into()),
         ttl,
         Arc::new(Metrics::new("test")),
     ))
-}
-
-/// One prefix per server: each test starts its own server.
-fn redis_prefix(redis: &RedisServer) -> String {
-    format!("contract{}", redis.port)
 }
 
 async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
@@ -75,7 +115,7 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
             0..=3 => {
                 clock += 1 + rng.below(3) as u64;
                 let r = record(token, &nodes[rng.below(nodes.len())], clock);
-                let got = registry.register(&r, CAP).await.unwrap();
+                let got = registry.register(&r, CAP, &[]).await.unwrap();
                 let list = model.entry(token).or_default();
                 let shared = list.iter().any(|o| o.node != r.node);
                 let want = if list.len() < CAP {
@@ -135,17 +175,35 @@ async fn memory_registry_keeps_the_contract() {
 #[tokio::test]
 async fn redis_registry_keeps_the_contract() {
     init();
-    let redis = RedisServer::start();
+    contract_on(Store::One(RedisServer::start())).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_registry_keeps_the_contract() {
+    init();
+    contract_on(Store::Cluster(RedisCluster::start(3, 0))).await;
+}
+
+async fn contract_on(store: Store) {
     for seed in [1, 42, 0xDEAD_BEEF] {
-        assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
-        model_test(redis_registry(&redis, "a", Duration::from_secs(60)), seed).await;
+        store.flush();
+        model_test(redis_registry(&store, "a", Duration::from_secs(60)), seed).await;
     }
 }
 
 #[tokio::test]
 async fn dead_nodes_are_reported_at_once_and_swept_only_while_dead() {
     init();
-    let redis = RedisServer::start();
+    dead_nodes_on(Store::One(RedisServer::start())).await;
+}
+
+#[tokio::test]
+async fn dead_nodes_on_a_cluster_are_swept_slot_by_slot() {
+    init();
+    dead_nodes_on(Store::Cluster(RedisCluster::start(3, 0))).await;
+}
+
+async fn dead_nodes_on(redis: Store) {
     let short = redis_registry(&redis, "short", Duration::from_millis(300));
     let long = redis_registry(&redis, "long", Duration::from_secs(60));
     let (dying, living) = (NodeId("short".into()), NodeId("long".into()));
@@ -157,11 +215,11 @@ async fn dead_nodes_are_reported_at_once_and_swept_only_while_dead() {
     let old = record(token, &dying, 1);
     let new = record(token, &living, 2);
     assert_eq!(
-        short.register(&old, CAP).await.unwrap(),
+        short.register(&old, CAP, &[]).await.unwrap(),
         Admission::Admitted { shared: false }
     );
     assert_eq!(
-        long.register(&new, CAP).await.unwrap(),
+        long.register(&new, CAP, &[]).await.unwrap(),
         Admission::Admitted { shared: true },
         "another live node holds the token"
     );
@@ -178,21 +236,21 @@ async fn dead_nodes_are_reported_at_once_and_swept_only_while_dead() {
     assert_eq!(long.candidates(&token).await.unwrap().records.len(), 2);
     assert_eq!(
         redis
-            .cli(&["HLEN", &Keys::new(&redis_prefix(&redis)).token(&token)])
+            .cli(&["HLEN", &Keys::new(&redis.prefix()).token(&token)])
             .trim(),
         "2",
         "hidden, not yet removed"
     );
     assert_eq!(long.sweep(&dying).await.unwrap(), 1);
     assert!(long.heartbeat(&living).await.unwrap().dead.is_empty());
-    let pfx = redis_prefix(&redis);
+    let pfx = redis.prefix();
     assert_eq!(
         redis.cli(&["HLEN", &Keys::new(&pfx).token(&token)]).trim(),
         "1"
     );
     assert_eq!(
         redis
-            .cli(&["EXISTS", &format!("{pfx}:node:short:sessions")])
+            .cli(&["EXISTS", &Keys::new(&pfx).node_sessions(&dying)])
             .trim(),
         "0"
     );
@@ -200,7 +258,7 @@ async fn dead_nodes_are_reported_at_once_and_swept_only_while_dead() {
     // A dead node's record no longer makes a token shared.
     let newer = record(token, &living, 3);
     assert_eq!(
-        long.register(&newer, CAP).await.unwrap(),
+        long.register(&newer, CAP, &[]).await.unwrap(),
         Admission::Admitted { shared: false }
     );
 
@@ -215,8 +273,11 @@ async fn dead_nodes_are_reported_at_once_and_swept_only_while_dead() {
 #[tokio::test]
 async fn redis_down_is_an_error_not_an_empty_answer() {
     init();
-    let mut redis = RedisServer::start();
-    let registry = redis_registry(&redis, "a", Duration::from_secs(60));
+    let mut store = Store::One(RedisServer::start());
+    let registry = redis_registry(&store, "a", Duration::from_secs(60));
+    let Store::One(redis) = &mut store else {
+        unreachable!()
+    };
     registry.check().await.unwrap();
     redis.stop();
     assert!(registry.check().await.is_err());
@@ -227,15 +288,18 @@ async fn redis_down_is_an_error_not_an_empty_answer() {
 #[tokio::test]
 async fn readiness_fails_while_redis_answers_reads_but_refuses_writes() {
     init();
-    let redis = RedisServer::start();
-    let registry = redis_registry(&redis, "a", Duration::from_secs(60));
+    let store = Store::One(RedisServer::start());
+    let registry = redis_registry(&store, "a", Duration::from_secs(60));
+    let Store::One(redis) = &store else {
+        unreachable!()
+    };
     let node = NodeId("a".into());
     registry.heartbeat(&node).await.unwrap();
     registry.check().await.unwrap();
     let token = TokenHash([2; 32]);
     for refusal in &WRITE_REFUSALS {
         let refuse = refusal.name;
-        (refusal.refuse)(&redis);
+        (refusal.refuse)(redis);
         let started = Instant::now();
         assert!(registry.check().await.is_err(), "{refuse:?}: not ready");
         assert!(
@@ -250,7 +314,7 @@ async fn readiness_fails_while_redis_answers_reads_but_refuses_writes() {
             registry.heartbeat(&node).await.is_err(),
             "{refuse:?}: beats fail"
         );
-        (refusal.restore)(&redis);
+        (refusal.restore)(redis);
         registry.check().await.unwrap();
     }
 }

@@ -5,12 +5,18 @@
 -- ARGV[1] this node's id
 -- ARGV[2] TTL in ms
 -- ARGV[3] the most dead nodes to report
--- Returns { fresh, alive, dead_1, dead_2, ... }: fresh = 1 when this node had no entry (first
--- beat, Redis restarted empty, or swept after a pause: every session must be re-asserted),
--- alive = nodes alive now, then nodes whose TTL ran out (to sweep).
+-- Returns { fresh, alive, dead_1, dead_2, ... }: fresh = 1 when this node's entry was missing
+-- (first beat, Redis restarted empty or failed over to a replica that missed it), had run out
+-- (a pause or an outage longer than the TTL), or was claimed by a sweep (score 0): every session
+-- must be re-asserted. alive = nodes alive now, then nodes whose TTL ran out (to sweep).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local fresh = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local prior = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local fresh = 0
+if not prior or tonumber(prior) < now then
+  fresh = 1
+end
 local alive = redis.call('ZCOUNT', KEYS[1], now, '+inf')
 local out = { fresh, alive }
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[3]))

@@ -1,11 +1,13 @@
--- Removes every record of a node: its own drain ("force"), or a sweep by a peer of a node
--- whose heartbeat ran out ("dead", fenced: a node that beat again since is left alone).
--- Token keys are named from the members, so this script is single-instance Redis only.
+-- Removes every record of a node on one Redis (standalone or Sentinel's primary), atomically:
+-- its own drain ("force"), or a sweep by a peer of a node whose heartbeat ran out ("dead",
+-- fenced: a node that beat again since is left alone). Token keys are named from the members,
+-- which a Redis Cluster forbids; there the same steps run one by one (claim_node.lua,
+-- RedisRegistry::remove_node).
 --
 -- KEYS[1] heartbeats   {P}:nodes
 -- KEYS[2] node set     {P}:node:{N}:sessions
 -- ARGV[1] the node's id
--- ARGV[2] token key prefix "{P}:tok:"
+-- ARGV[2] token key prefix "{P}:tok:{" (the key is prefix .. hash .. "}")
 -- ARGV[3] "force" or "dead"
 -- Returns the number of records removed, or -1 when the node is alive again.
 if ARGV[3] == 'dead' then
@@ -20,7 +22,7 @@ local removed = 0
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local sep = string.find(m, ':', 1, true)
   if sep then
-    removed = removed + redis.call('HDEL', ARGV[2] .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
+    removed = removed + redis.call('HDEL', ARGV[2] .. string.sub(m, 1, sep - 1) .. '}', string.sub(m, sep + 1))
   end
 end
 redis.call('DEL', KEYS[2])

@@ -379,6 +379,24 @@ impl RedisCluster {
             .collect()
     }
 
+    /// hostie's `--redis-url` for this cluster: `redis+cluster://` with every live instance as
+    /// a seed.
+    pub fn hostie_url(&self) -> String {
+        let seeds: Vec<String> = self
+            .live_ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// Runs `redis-cli -c` (following `MOVED`) on a live instance; its output.
+    pub fn cli_any(&self, args: &[&str]) -> String {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        cli(self.any_live(), &all)
+    }
+
     /// The ports of the live primaries (in the view of a live instance), sorted.
     pub fn primaries(&self) -> Vec<u16> {
         let live = self.live_ports();
@@ -721,6 +739,16 @@ impl RedisSentinelGroup {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect()
+    }
+
+    /// hostie's `--redis-url` for this group: `redis+sentinel://` with every sentinel and the
+    /// primary's name.
+    pub fn hostie_url(&self) -> String {
+        format!(
+            "redis+sentinel://{}/{}",
+            self.sentinel_addrs().join(","),
+            self.master_name
+        )
     }
 
     /// The ports of the sentinels.
