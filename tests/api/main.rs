@@ -22,3 +22,4 @@ mod registry_contract;
 mod rpc;
 mod session_order;
 mod tls;
+mod topology_faults;
