@@ -14,6 +14,7 @@ use hostie::redis_common::Keys;
 use hostie_testkit::chaos::{Checker, Harness, Load, LoadSpec, Target, fastrand};
 use hostie_testkit::redis_topology::{RedisCluster, RedisSentinelGroup};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// `--rpc-timeout`: the whole discovery deadline.
@@ -153,9 +154,28 @@ impl Topo {
     async fn judge_fault(mut self, fault: impl FnOnce(&mut Self) -> String) {
         let load = self.load();
         tokio::time::sleep(BASELINE).await;
+        // Gateways keep arriving during the failover: a registration the old primary took and
+        // the new one never saw must be written again (judged with the rest at the end).
+        let stop = Arc::new(AtomicBool::new(false));
+        let joining = {
+            let (harness, stop) = (self.harness.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut joined = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    harness
+                        .open(&token(&format!("join{joined}")), joined % NODES)
+                        .await;
+                    joined += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                joined
+            })
+        };
         let from = Instant::now();
         let what = blocking(|| fault(&mut self));
         let to = Instant::now();
+        stop.store(true, Ordering::SeqCst);
+        let joined = joining.await.expect("the joining gateways");
         let recovered = self.harness.await_recovery(to, RECOVERY_BOUND).await;
         let settled = self.harness.await_settled(to, RECOVERY_BOUND).await;
         tokio::time::sleep(TAIL).await;
@@ -173,7 +193,7 @@ impl Topo {
                 .unwrap_or_else(|| "never".into())
         };
         out.push_str(&format!(
-            "  {what}; fault lasted {:.2} s; routing whole {} after it ({} until misses are 404 again)\n",
+            "  {what}; fault lasted {:.2} s, {joined} gateways joined during it; routing whole {} after it ({} until misses are 404 again)\n",
             to.duration_since(from).as_secs_f64(),
             since(recovered),
             since(settled),

@@ -25,6 +25,13 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
+/// The server binary every test Redis runs: `redis-server`, or the one named by
+/// `HOSTIE_TEST_REDIS_SERVER` (`valkey-server`: the same tests against Valkey, see
+/// scripts/test). Clients stay `redis-cli`, which speaks to both.
+pub fn server_binary() -> String {
+    std::env::var("HOSTIE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
 /// Panics, saying how to install Redis, when `binary` is not on `PATH`.
 pub fn require(binary: &str) {
     let found = std::env::var_os("PATH")
@@ -39,7 +46,7 @@ pub fn require(binary: &str) {
 impl RedisServer {
     /// Starts a server on a free loopback port; ready (it answered `PING`) when returned.
     pub fn start() -> Self {
-        require("redis-server");
+        require(&server_binary());
         let dir = tempfile::tempdir().unwrap();
         let mut server = Self {
             child: None,
@@ -52,7 +59,7 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         require("redis-cli");
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])

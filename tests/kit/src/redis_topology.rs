@@ -9,7 +9,7 @@
 //! it last saw when the bound passes.
 
 use crate::free_port;
-use crate::redis_server::require;
+use crate::redis_server::{require, server_binary};
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::Path;
@@ -124,14 +124,14 @@ impl Instance {
     /// free too); ready (it answered `PING`) when returned. A port taken meanwhile by someone
     /// else makes the server exit at once: then again on another port, a few times.
     fn spawn(bus: bool, args: impl Fn(u16, &Path) -> Vec<String>) -> Self {
-        require("redis-server");
+        require(&server_binary());
         require("redis-cli");
         let mut last_log = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let port = pick_port(bus);
             let log = dir.path().join("redis.log");
-            let child = Command::new("redis-server")
+            let child = Command::new(server_binary())
                 .args(args(port, dir.path()))
                 .args(["--daemonize", "no", "--logfile"])
                 .arg(&log)
