@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use hostie_testkit::redis_server::RedisServer;
+use hostie_testkit::redis_topology::RedisCluster;
 use std::time::Duration;
 
 #[tokio::test]
@@ -167,4 +168,111 @@ async fn round_trip_budget_registration_discovery_release() {
     );
     let release = commands_between(&log, "\"m3d\"", "\"m4\"");
     assert_eq!(release, ["HDEL", "SREM"], "release is one pipeline:\n{log}");
+}
+
+/// The same budget on a 3-primary Redis Cluster: the same commands (two of them sent together,
+/// to whichever shards hold their keys), node channels on sharded pub/sub, never a command
+/// across slots (redis-rs would refuse it). Read from a `MONITOR` of every primary, merged by
+/// time.
+#[tokio::test]
+async fn round_trip_budget_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .unwrap();
+    let pfx = prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut c = test_config();
+        c.redis_url = Some(cluster.hostie_url());
+        c.redis_prefix = pfx.clone();
+        // Long timers: no heartbeat, probe or anti-entropy traffic inside the measured windows.
+        c.heartbeat_interval = Duration::from_secs(20);
+        c.heartbeat_ttl = Duration::from_secs(60);
+        nodes.push(spawn_node(c).await);
+    }
+    let warm = token("warm");
+    let _w = Gateway::connect(nodes[0].http, GatewayOptions::new(&warm, 1))
+        .await
+        .unwrap();
+    assert_eq!(nodes[1].discover(&warm).await.0, 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let primaries = cluster.primaries();
+    let mut monitors: Vec<_> = primaries
+        .iter()
+        .map(|&p| {
+            let log = dir.path().join(format!("monitor{p}.log"));
+            let child = std::process::Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "MONITOR"])
+                .stdout(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("redis-cli MONITOR");
+            (child, log)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mark = |m: &str| {
+        for &p in &primaries {
+            cluster.cli(p, &["ECHO", m]);
+        }
+    };
+    let t = token("budget");
+    mark("m1");
+    let gw = Gateway::connect(nodes[0].http, GatewayOptions::new(&t, 2))
+        .await
+        .unwrap();
+    mark("m2");
+    assert_eq!(nodes[1].discover(&t).await.0, 200);
+    mark("m3");
+    gw.close();
+    assert!(gw.closed_within(Duration::from_secs(2)).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            nodes[0].node.live_sessions() == 1
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    mark("m4");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut lines = Vec::new();
+    for (child, log) in &mut monitors {
+        let _ = child.kill();
+        let _ = child.wait();
+        lines.extend(
+            std::fs::read_to_string(log)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.contains("\"ECHO\"") || l.contains("\"m"))
+                .map(str::to_owned),
+        );
+    }
+    // MONITOR lines start with the server's time; the servers share this machine's clock.
+    let time = |l: &str| {
+        l.split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    lines.sort_by(|a, b| time(a).total_cmp(&time(b)));
+    let log: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let between = |a: &str, b: &str| {
+        let mut c: Vec<String> = commands_between(&log, &format!("\"{a}\""), &format!("\"{b}\""))
+            .into_iter()
+            .filter(|c| c != "ECHO")
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        between("m1", "m2"),
+        ["EVALSHA", "SADD"],
+        "registration: the token's script and the node set's SADD:\n{log}"
+    );
+    assert_eq!(
+        between("m2", "m3"),
+        ["HVALS", "SPUBLISH", "SPUBLISH", "ZSCORE"],
+        "cross-node discovery: lookup, request and reply on sharded channels:\n{log}"
+    );
+    assert_eq!(between("m3", "m4"), ["HDEL", "SREM"], "release:\n{log}");
 }
