@@ -344,3 +344,116 @@ async fn sentinel_failover() {
     })
     .await;
 }
+
+/// On a 3-primary Cluster, where a node's records are removed step by step (claim, delete
+/// token by token, finish) instead of by one script: a drained node's tokens are 404 on its
+/// peer at once, and a killed node's are 503 (its channel's "nobody listening" proves nothing
+/// on a Cluster) until its heartbeat runs out, then 404, its records swept from every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_drain_and_node_kill() {
+    let cluster = blocking(|| RedisCluster::start(3, 0));
+    let (url, pfx) = (cluster.hostie_url(), prefix());
+    let keys = Keys::new(&pfx);
+    let process = |name: &'static str| {
+        let (url, pfx) = (url.clone(), pfx.clone());
+        async move {
+            spawn_process(&[
+                "--redis-url",
+                &url,
+                "--redis-prefix",
+                &pfx,
+                "--node-id",
+                name,
+                "--heartbeat-interval",
+                "200ms",
+                "--heartbeat-ttl",
+                "1s",
+                "--drain-spread",
+                "300ms",
+                "--drain-grace",
+                "5s",
+            ])
+            .await
+        }
+    };
+    let mut leaving = process("leaving").await;
+    let mut dying = process("dying").await;
+    let mut config = test_config();
+    config.redis_url = Some(url.clone());
+    config.redis_prefix = pfx.clone();
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.heartbeat_ttl = Duration::from_secs(1);
+    let staying = spawn_node(config).await;
+    // Tokens on every shard: twelve per node.
+    let (mut on_leaving, mut on_dying, mut gateways) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..12 {
+        for (node, list) in [(&leaving, &mut on_leaving), (&dying, &mut on_dying)] {
+            let t = token(&format!("c{i}"));
+            gateways.push(
+                Gateway::connect(node.http, GatewayOptions::new(&t, 7000))
+                    .await
+                    .unwrap(),
+            );
+            list.push(t);
+        }
+    }
+    for t in on_leaving.iter().chain(&on_dying) {
+        assert_eq!(staying.discover(t).await.0, 200, "routed across nodes");
+    }
+
+    leaving.signal(Signal::Term);
+    assert!(
+        eventually(Duration::from_secs(1), || leaving.readyz_status_is(503)).await,
+        "/readyz is 503 within 1 s"
+    );
+    for t in &on_leaving {
+        assert_eq!(
+            discover_at(staying.http, t).await.0,
+            404,
+            "a drained node's records are removed at once"
+        );
+    }
+    let status = leaving.exited_within(Duration::from_secs(8)).await;
+    assert!(status.is_some_and(|s| s.success()), "drained and exited");
+    let leaving_set = keys.node_sessions(&NodeId("leaving".into()));
+    assert_eq!(cluster.cli_any(&["EXISTS", &leaving_set]).trim(), "0");
+
+    let killed = Instant::now();
+    dying.kill9();
+    for t in &on_dying {
+        let (status, _, took) = discover_at(staying.http, t).await;
+        assert!(
+            status == 503 || status == 404,
+            "never a wrong 200 for a killed node's token: {status}"
+        );
+        assert!(took <= Duration::from_millis(1100), "within the deadline");
+    }
+    let swept = eventually(Duration::from_secs(5), || async {
+        let mut all = true;
+        for t in &on_dying {
+            all &= discover_at(staying.http, t).await.0 == 404;
+        }
+        all
+    })
+    .await;
+    assert!(swept, "404 once the killed node's heartbeat ran out");
+    println!(
+        "killed node's tokens 404 after {:.2} s (TTL 1 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    let dying_set = keys.node_sessions(&NodeId("dying".into()));
+    let gone = eventually(Duration::from_secs(2), || async {
+        cluster.cli_any(&["EXISTS", &dying_set]).trim() == "0"
+    })
+    .await;
+    assert!(gone, "the killed node's set is swept");
+    for t in &on_dying {
+        let hash = hostie::protocol::Token::new(t.clone()).unwrap().hash();
+        assert_eq!(
+            cluster.cli_any(&["HLEN", &keys.token(&hash)]).trim(),
+            "0",
+            "its records are swept from every shard"
+        );
+    }
+    assert_eq!(cluster.cli_any(&["ZCARD", &keys.nodes()]).trim(), "1");
+}
