@@ -45,6 +45,7 @@ pub struct Metrics {
     pub reassertions: IntCounter,
     pub reasserted_sessions: IntCounter,
     pub swept_records: IntCounter,
+    pub redis_topology_changes: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -234,6 +235,14 @@ impl Metrics {
                 IntCounter::new(
                     "hostie_swept_records_total",
                     "Records of dead nodes removed by this node.",
+                )
+                .expect("static metric definition"),
+            ),
+            redis_topology_changes: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_redis_topology_changes_total",
+                    "Redis failovers and slot moves this node noticed (a new primary named by Sentinel, a new Cluster epoch).",
                 )
                 .expect("static metric definition"),
             ),

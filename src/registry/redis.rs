@@ -211,7 +211,6 @@ impl Registry for RedisRegistry {
         // Where the data lives, asked beside the beat: a new primary or cluster epoch may have
         // lost recent writes (replication is asynchronous) and carries stale heartbeats.
         let (reply, moved) = tokio::join!(beat, self.conns.watch_topology());
-        let reply = reply?;
         // Sentinels that do not answer (or a Cluster node that cannot say its epoch) do not make
         // the beat fail: the data path works, and the check runs again next beat.
         let moved = moved.unwrap_or_else(|e| {
@@ -219,11 +218,15 @@ impl Registry for RedisRegistry {
             false
         });
         if moved {
+            self.metrics.redis_topology_changes.inc();
             tracing::warn!(
                 topology = self.conns.topology().name(),
                 "Redis topology changed (failover or slot move): re-asserting every session"
             );
         }
+        // A beat that failed (it reached the demoted primary, say) is followed by a full
+        // re-assertion anyway, and judges no peer for a TTL.
+        let reply = reply?;
         let int = |v: Option<&redis::Value>| match v {
             Some(redis::Value::Int(n)) => *n,
             _ => 0,

@@ -151,7 +151,8 @@ impl Topo {
 
     /// Runs `fault` under load and judges: every gateway stays connected, so no `404` is
     /// expected, and everything answers right within [`RECOVERY_BOUND`] of the fault's end.
-    async fn judge_fault(mut self, fault: impl FnOnce(&mut Self) -> String) {
+    /// With `failover`, every node must have counted the topology change.
+    async fn judge_fault(mut self, failover: bool, fault: impl FnOnce(&mut Self) -> String) {
         let load = self.load();
         tokio::time::sleep(BASELINE).await;
         // Gateways keep arriving during the failover: a registration the old primary took and
@@ -219,11 +220,36 @@ impl Topo {
             let kept = self.logs.keep();
             out.push_str(&format!("  node logs kept in {}\n", kept.display()));
         }
+        let mut noticed = 0.0;
+        for node in &self.nodes {
+            noticed += metric(node, "hostie_redis_topology_changes_total").await;
+        }
+        out.push_str(&format!(
+            "  topology changes noticed by the nodes: {noticed}\n"
+        ));
         println!("{out}");
         assert!(lost.is_empty(), "{}: sessions lost: {lost:?}", self.name);
+        if failover {
+            assert!(
+                noticed >= NODES as f64,
+                "{}: every node noticed the failover ({noticed})",
+                self.name
+            );
+        }
         verdict.assert_ok();
         drop(self.nodes);
     }
+}
+
+/// A counter's value on a node's `/metrics` (0 when absent or unreachable).
+async fn metric(node: &NodeProcess, name: &str) -> f64 {
+    let Ok(res) = reqwest::get(format!("http://{}/metrics", node.admin)).await else {
+        return 0.0;
+    };
+    let text = res.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn node_id(prefix: &str, i: usize) -> String {
@@ -238,7 +264,7 @@ fn cluster_with_replicas() -> Store {
 async fn cluster_routes_without_faults() {
     let store = Store::Cluster(blocking(|| RedisCluster::start(3, 0)));
     let t = Topo::start("Cluster (3 primaries), no fault", store).await;
-    t.judge_fault(|_| {
+    t.judge_fault(false, |_| {
         std::thread::sleep(Duration::from_secs(2));
         "no fault".into()
     })
@@ -252,7 +278,7 @@ async fn cluster_manual_failover_of_a_node_channel_shard() {
         cluster_with_replicas(),
     )
     .await;
-    t.judge_fault(|t| {
+    t.judge_fault(true, |t| {
         let slot = t.node_slot(0);
         let cluster = t.cluster();
         let primary = cluster.primary_for_slot(slot);
@@ -273,7 +299,7 @@ async fn cluster_primary_killed_under_the_heartbeats() {
         cluster_with_replicas(),
     )
     .await;
-    t.judge_fault(|t| {
+    t.judge_fault(true, |t| {
         let slot = t.heartbeat_slot();
         let cluster = t.cluster();
         let primary = cluster.primary_for_slot(slot);
@@ -295,7 +321,7 @@ async fn cluster_node_channel_slot_migrated() {
         cluster_with_replicas(),
     )
     .await;
-    t.judge_fault(|t| {
+    t.judge_fault(false, |t| {
         let slot = t.node_slot(0);
         let cluster = t.cluster();
         let from = cluster.primary_for_slot(slot);
@@ -318,7 +344,7 @@ async fn cluster_node_channel_slot_migrated() {
 async fn sentinel_primary_killed() {
     let store = Store::Sentinel(blocking(RedisSentinelGroup::start));
     let t = Topo::start("Sentinel primary killed", store).await;
-    t.judge_fault(|t| {
+    t.judge_fault(true, |t| {
         let Store::Sentinel(group) = &mut t.store else {
             unreachable!()
         };
@@ -335,7 +361,7 @@ async fn sentinel_primary_killed() {
 async fn sentinel_failover() {
     let store = Store::Sentinel(blocking(RedisSentinelGroup::start));
     let t = Topo::start("SENTINEL FAILOVER", store).await;
-    t.judge_fault(|t| {
+    t.judge_fault(true, |t| {
         let Store::Sentinel(group) = &mut t.store else {
             unreachable!()
         };
