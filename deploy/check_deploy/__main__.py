@@ -4,8 +4,10 @@ Each subcommand checks one thing, prints what it found wrong (one line each) and
 when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
 
   manifests FILE [--require KIND]... [--external-secret NAME]... [--rules-out FILE]
+            [--redis-topology standalone|sentinel|cluster]
       rendered Kubernetes objects (helm template / kubectl kustomize): names, selectors, ports,
-      probes, drain budget, security context, and the references between objects
+      probes, drain budget, security context, the Redis URL (its topology, the NetworkPolicy's
+      ports for its servers), and the references between objects
   env FILE            the environment a rendered Deployment gives hostie, as NAME=VALUE lines
   sync-rules [--check]
       writes (or, with --check, compares) deploy/monitoring/prometheusrule.yaml from
@@ -46,6 +48,7 @@ def main() -> int:
     m.add_argument("--require", action="append", default=[])
     m.add_argument("--external-secret", action="append", default=[])
     m.add_argument("--rules-out")
+    m.add_argument("--redis-topology", choices=["standalone", "sentinel", "cluster"])
     m.set_defaults(fn=check_manifests)
     e = sub.add_parser("env")
     e.add_argument("file")
