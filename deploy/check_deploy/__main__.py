@@ -12,7 +12,11 @@ when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
   sync-rules [--check]
       writes (or, with --check, compares) deploy/monitoring/prometheusrule.yaml from
       deploy/prometheus/hostie-rules.yaml
-  compose             docker-compose.yml against hostie's defaults and the files it references
+  compose [OVERLAY]   docker-compose.yml against hostie's defaults and the files it references;
+                      with OVERLAY (docker-compose.sentinel.yml, docker-compose.cluster.yml)
+                      merged onto it, also the Redis topology it runs
+  compose-merge OVERLAY OUT
+                      docker-compose.yml with OVERLAY merged onto it, as Compose merges files
   nginx-test-conf OUT deploy/compose/nginx.conf made testable by a local `nginx -t`
   prometheus-test-conf OUT
                       deploy/compose/prometheus.yml with the rule file at its repository path
@@ -31,7 +35,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .compose import check_compose, nginx_test_conf, prometheus_test_conf
+from .compose import check_compose, compose_merge, nginx_test_conf, prometheus_test_conf
 from .emulation import compose_emulation
 from .image import check_dockerfile
 from .manifests import check_manifests, print_env
@@ -56,7 +60,13 @@ def main() -> int:
     s = sub.add_parser("sync-rules")
     s.add_argument("--check", action="store_true")
     s.set_defaults(fn=sync_rules)
-    sub.add_parser("compose").set_defaults(fn=check_compose)
+    c = sub.add_parser("compose")
+    c.add_argument("overlay", nargs="?")
+    c.set_defaults(fn=check_compose)
+    cm = sub.add_parser("compose-merge")
+    cm.add_argument("overlay")
+    cm.add_argument("out")
+    cm.set_defaults(fn=compose_merge)
     n = sub.add_parser("nginx-test-conf")
     n.add_argument("out")
     n.set_defaults(fn=nginx_test_conf)
