@@ -25,6 +25,10 @@ when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
                       nodes with the Compose settings, and deploy/compose/nginx.conf in a local
                       nginx; a gateway registers through it, discovery works through it and on
                       every node, forwarding headers cannot be spoofed, a drain closes with 1001
+  topology-emulation OVERLAY
+                      the Redis topology of a Compose overlay with the local redis-server, its
+                      service names resolving in a namespace of its own: Sentinel elects and
+                      fails over, the Cluster is created once and redirects by service name
   dockerfile          deploy/Dockerfile and .dockerignore
   dashboard           deploy/grafana/hostie-dashboard.json (structure; its metric names are
                       checked against a live node by tests/api/deploy.rs)
@@ -41,6 +45,7 @@ from .image import check_dockerfile
 from .manifests import check_manifests, print_env
 from .metrics import check_dashboard
 from .rules import sync_rules
+from .topology_emulation import topology_emulation
 
 
 def main() -> int:
@@ -76,6 +81,9 @@ def main() -> int:
     ce = sub.add_parser("compose-emulation")
     ce.add_argument("hostie")
     ce.set_defaults(fn=compose_emulation)
+    te = sub.add_parser("topology-emulation")
+    te.add_argument("overlay")
+    te.set_defaults(fn=topology_emulation)
     sub.add_parser("dockerfile").set_defaults(fn=check_dockerfile)
     sub.add_parser("dashboard").set_defaults(fn=check_dashboard)
     args = ap.parse_args()
