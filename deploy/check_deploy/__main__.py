@@ -4,13 +4,19 @@ Each subcommand checks one thing, prints what it found wrong (one line each) and
 when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
 
   manifests FILE [--require KIND]... [--external-secret NAME]... [--rules-out FILE]
+            [--redis-topology standalone|sentinel|cluster]
       rendered Kubernetes objects (helm template / kubectl kustomize): names, selectors, ports,
-      probes, drain budget, security context, and the references between objects
+      probes, drain budget, security context, the Redis URL (its topology, the NetworkPolicy's
+      ports for its servers), and the references between objects
   env FILE            the environment a rendered Deployment gives hostie, as NAME=VALUE lines
   sync-rules [--check]
       writes (or, with --check, compares) deploy/monitoring/prometheusrule.yaml from
       deploy/prometheus/hostie-rules.yaml
-  compose             docker-compose.yml against hostie's defaults and the files it references
+  compose [OVERLAY]   docker-compose.yml against hostie's defaults and the files it references;
+                      with OVERLAY (docker-compose.sentinel.yml, docker-compose.cluster.yml)
+                      merged onto it, also the Redis topology it runs
+  compose-merge OVERLAY OUT
+                      docker-compose.yml with OVERLAY merged onto it, as Compose merges files
   nginx-test-conf OUT deploy/compose/nginx.conf made testable by a local `nginx -t`
   prometheus-test-conf OUT
                       deploy/compose/prometheus.yml with the rule file at its repository path
@@ -19,6 +25,10 @@ when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
                       nodes with the Compose settings, and deploy/compose/nginx.conf in a local
                       nginx; a gateway registers through it, discovery works through it and on
                       every node, forwarding headers cannot be spoofed, a drain closes with 1001
+  topology-emulation OVERLAY
+                      the Redis topology of a Compose overlay with the local redis-server, its
+                      service names resolving in a namespace of its own: Sentinel elects and
+                      fails over, the Cluster is created once and redirects by service name
   dockerfile          deploy/Dockerfile and .dockerignore
   dashboard           deploy/grafana/hostie-dashboard.json (structure; its metric names are
                       checked against a live node by tests/api/deploy.rs)
@@ -29,12 +39,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .compose import check_compose, nginx_test_conf, prometheus_test_conf
+from .compose import check_compose, compose_merge, nginx_test_conf, prometheus_test_conf
 from .emulation import compose_emulation
 from .image import check_dockerfile
 from .manifests import check_manifests, print_env
 from .metrics import check_dashboard
 from .rules import sync_rules
+from .topology_emulation import topology_emulation
 
 
 def main() -> int:
@@ -46,6 +57,7 @@ def main() -> int:
     m.add_argument("--require", action="append", default=[])
     m.add_argument("--external-secret", action="append", default=[])
     m.add_argument("--rules-out")
+    m.add_argument("--redis-topology", choices=["standalone", "sentinel", "cluster"])
     m.set_defaults(fn=check_manifests)
     e = sub.add_parser("env")
     e.add_argument("file")
@@ -53,7 +65,13 @@ def main() -> int:
     s = sub.add_parser("sync-rules")
     s.add_argument("--check", action="store_true")
     s.set_defaults(fn=sync_rules)
-    sub.add_parser("compose").set_defaults(fn=check_compose)
+    c = sub.add_parser("compose")
+    c.add_argument("overlay", nargs="?")
+    c.set_defaults(fn=check_compose)
+    cm = sub.add_parser("compose-merge")
+    cm.add_argument("overlay")
+    cm.add_argument("out")
+    cm.set_defaults(fn=compose_merge)
     n = sub.add_parser("nginx-test-conf")
     n.add_argument("out")
     n.set_defaults(fn=nginx_test_conf)
@@ -63,6 +81,9 @@ def main() -> int:
     ce = sub.add_parser("compose-emulation")
     ce.add_argument("hostie")
     ce.set_defaults(fn=compose_emulation)
+    te = sub.add_parser("topology-emulation")
+    te.add_argument("overlay")
+    te.set_defaults(fn=topology_emulation)
     sub.add_parser("dockerfile").set_defaults(fn=check_dockerfile)
     sub.add_parser("dashboard").set_defaults(fn=check_dashboard)
     args = ap.parse_args()

@@ -1,12 +1,15 @@
 """Rendered Kubernetes objects (helm template / kubectl kustomize): names, labels, selectors, ports,
-probes, the drain budget, the security context, settings hostie would refuse, and the references
-between objects (ConfigMaps, Secrets, Services, PodDisruptionBudget, HPA, Ingress, NetworkPolicy,
-ServiceMonitor, PrometheusRule); and the environment a rendered Deployment gives hostie.
+probes, the drain budget, the security context, settings hostie would refuse, the Redis URL a
+rendered Secret holds (its topology; the NetworkPolicy lets its servers' ports out), and the
+references between objects (ConfigMaps, Secrets, Services, PodDisruptionBudget, HPA, Ingress,
+NetworkPolicy, ServiceMonitor, PrometheusRule); and the environment a rendered Deployment gives
+hostie.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
 import re
 from pathlib import Path
@@ -28,6 +31,7 @@ from .common import (
     load_docs,
     subset,
 )
+from . import redis_url
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -61,6 +65,26 @@ def container_env(render: Render, container: dict) -> tuple[dict, list[str]]:
             indirect.append(e["name"])
             env.pop(e["name"], None)
     return env, indirect
+
+
+def secret_value(secret: dict, key: str) -> str | None:
+    if key in (secret.get("stringData") or {}):
+        return str(secret["stringData"][key])
+    if key in (secret.get("data") or {}):
+        return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
+def redis_url_of(render: Render, container: dict, env: dict) -> str | None:
+    """HOSTIE_REDIS_URL as the container gets it: a literal, or a rendered Secret's value."""
+    if "HOSTIE_REDIS_URL" in env:
+        return env["HOSTIE_REDIS_URL"]
+    for e in container.get("env") or []:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if e["name"] == "HOSTIE_REDIS_URL" and ref:
+            sec = render.named("Secret", ref["name"])
+            return secret_value(sec, ref["key"]) if sec else None
+    return None
 
 
 def check_manifests(args: argparse.Namespace) -> int:
@@ -154,6 +178,24 @@ def check_manifests(args: argparse.Namespace) -> int:
                 p.add(dname, f"HOSTIE_TRUSTED_PROXIES has {cidr!r}, not a CIDR (empty is refused)")
     p.check("HOSTIE_NODE_ID" not in env, dname,
             "HOSTIE_NODE_ID is a literal: every pod would share one node id")
+    prefix = env.get("HOSTIE_REDIS_PREFIX", "hostie")
+    p.check("{" not in prefix and "}" not in prefix, dname,
+            f"HOSTIE_REDIS_PREFIX {prefix!r} has braces (a Redis Cluster hash tag)")
+    # The Redis URL, when the render holds it (not in an external Secret): a topology hostie
+    # knows, reached over the network (no socket is mounted).
+    url = None
+    raw = redis_url_of(render, c, env)
+    if raw is not None:
+        try:
+            url = redis_url.parse(raw)
+            p.check(url.scheme in redis_url.NETWORK_SCHEMES, dname,
+                    f"HOSTIE_REDIS_URL is a {url.scheme}:// socket, and no socket is mounted")
+        except ValueError as e:
+            p.add(dname, f"HOSTIE_REDIS_URL: {e}")
+    if args.redis_topology:
+        got = url.topology if url else "unknown"
+        p.check(got == args.redis_topology, "render",
+                f"Redis topology {got}, expected {args.redis_topology}")
 
     # Security: non-root, read-only root, no privilege escalation, no capabilities.
     psc, csc = pspec.get("securityContext") or {}, c.get("securityContext") or {}
@@ -279,11 +321,21 @@ def check_manifests(args: argparse.Namespace) -> int:
         for port in expected:
             p.check(port in allowed_in or expected[port] in allowed_in, where,
                     f"ingress does not allow port {port}")
-        allowed_out = {pt.get("port") for r in np["spec"].get("egress") or []
-                       for pt in r.get("ports") or []}
-        p.check(53 in allowed_out, where, "egress does not allow DNS")
+        egress = np["spec"].get("egress") or []
+        allowed_out = {pt.get("port") for r in egress for pt in r.get("ports") or []}
+        any_port = any(not r.get("ports") for r in egress)
+        p.check(53 in allowed_out or any_port, where, "egress does not allow DNS")
         if redis:
-            p.check(bool(allowed_out - {53}), where, "egress does not allow Redis")
+            p.check(bool(allowed_out - {53}) or any_port, where, "egress does not allow Redis")
+        if url and not any_port:
+            # The URL's servers (the sentinels, the cluster seeds); through Sentinel hostie then
+            # reaches the primary, on a port the URL does not name.
+            shut = sorted({port for _, port in url.servers} - allowed_out)
+            p.check(not shut, where, f"egress does not allow port(s) {shut} of the "
+                    f"{url.topology} servers HOSTIE_REDIS_URL names")
+            if url.topology == "sentinel":
+                p.check(bool(allowed_out - {53} - {port for _, port in url.servers}), where,
+                        "egress allows the sentinels but no port for the primary they name")
 
     for sm in render.of("ServiceMonitor"):
         where = f"ServiceMonitor/{sm['metadata']['name']}"

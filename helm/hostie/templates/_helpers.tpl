@@ -80,6 +80,19 @@ Whether hostie runs in cluster mode (a Redis URL is configured one way or the ot
 {{- end }}
 
 {{/*
+The topology redis.url selects by its scheme: standalone, sentinel or cluster; empty for a
+scheme hostie does not know (hostie.validate refuses it). Nothing for redis.existingSecret: the
+chart never sees that URL.
+*/}}
+{{- define "hostie.redisTopology" -}}
+{{- $scheme := regexFind "^[a-z+]+://" .Values.redis.url | trimSuffix "://" }}
+{{- if has $scheme (list "redis" "rediss") }}standalone
+{{- else if has $scheme (list "redis+sentinel" "rediss+sentinel") }}sentinel
+{{- else if has $scheme (list "redis+cluster" "rediss+cluster") }}cluster
+{{- end }}
+{{- end }}
+
+{{/*
 The Secret holding the Redis URL: the user's, or the chart's.
 */}}
 {{- define "hostie.redisSecretName" -}}
@@ -114,6 +127,19 @@ Refuses values that would deploy a broken cluster. Included by the Deployment.
 {{- end }}
 {{- if and .Values.redis.url .Values.redis.existingSecret }}
 {{- fail "hostie: set either redis.url or redis.existingSecret, not both" }}
+{{- end }}
+{{- if .Values.redis.url }}
+{{- $topology := include "hostie.redisTopology" . }}
+{{- if not $topology }}
+{{- $scheme := regexFind "^[^:/@]*://" .Values.redis.url | trimSuffix "://" }}
+{{- fail (printf "hostie: redis.url must start with redis:// or rediss:// (one Redis), redis+sentinel:// or rediss+sentinel:// (Sentinel), redis+cluster:// or rediss+cluster:// (Cluster); its scheme is %s" (ternary (quote $scheme) "missing" (ne $scheme ""))) }}
+{{- end }}
+{{- if and (eq $topology "sentinel") (not (regexMatch "^[^?]*://[^/?]+/[^/?]+|[?&]sentinel_master_name=[^&]" .Values.redis.url)) }}
+{{- fail "hostie: a redis+sentinel:// redis.url names the primary: redis+sentinel://host:26379[,host:port...]/<primary-name> (or ?sentinel_master_name=<primary-name>)" }}
+{{- end }}
+{{- end }}
+{{- if or (contains "{" .Values.redis.prefix) (contains "}" .Values.redis.prefix) }}
+{{- fail "hostie: redis.prefix must not contain '{' or '}' (they would make it a Redis Cluster hash tag)" }}
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "hostie: tls.enabled needs tls.secretName (a kubernetes.io/tls Secret)" }}
