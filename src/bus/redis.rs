@@ -5,14 +5,17 @@
 //! (`PUBLISH`/`SUBSCRIBE`). On a Redis Cluster they are sharded channels (`SPUBLISH`/
 //! `SSUBSCRIBE`), each living on the shard of the node id's slot, so that a request costs one
 //! shard and not every server of the cluster; the events channel stays classic (a classic
-//! publish reaches every shard's subscribers). redis-rs 1.8 loses a sharded subscription in two
-//! cases that hostie works around here: a server-initiated `sunsubscribe` (the shard's primary
-//! was demoted, or the slot moved) is taken as final, so the channel is subscribed again at
-//! once; and a subscription on a killed primary is never re-homed, so the subscriber publishes a
-//! probe on its own channel every heartbeat interval and is rebuilt when it stops hearing it,
-//! or when the heartbeat finds that the cluster's topology changed. The upstream tracking is in
-//! redis-rs' `SubscriptionTracker` (redis-rs/redis-rs#2242 added the reconnect path; the
-//! server-initiated `sunsubscribe` is not handled there as of 1.8.1).
+//! publish reaches every shard's subscribers). redis-rs 1.8.1 loses a sharded subscription in
+//! cases that hostie works around here, all by rebuilding the subscriber on a fresh cluster
+//! connection (fresh slot map): a server-initiated `sunsubscribe` (the shard's primary was
+//! demoted, or the slot moved) is taken as final by redis-rs' `SubscriptionTracker`, and
+//! subscribing again on the same connection may land on the demoted primary, now a replica,
+//! which takes it without `MOVED`; a subscription on a killed primary is never re-homed. So the
+//! subscriber is rebuilt on a server-ended subscription, when the heartbeat finds that the
+//! cluster's topology changed, and when its probe (an `SPUBLISH` on its own channel every
+//! heartbeat interval) stops coming back or reaches no subscriber on the channel's primary.
+//! (redis-rs/redis-rs#2242 added the reconnect path; server-ended subscriptions are not
+//! handled there as of 1.8.1.) A stale slot map also misleads publishers: see [`spublish`].
 
 use super::{Bus, Transport, TransportError};
 use crate::metrics::Metrics;
@@ -97,18 +100,22 @@ impl RedisTransport {
         sharded: bool,
     ) -> Result<usize, TransportError> {
         let payload = message.encode();
-        let result = self
-            .conns
-            .run(|mut conn| async move {
-                redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" })
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async::<i64>(&mut conn)
-                    .await
-            })
-            .await;
+        let result = if sharded {
+            spublish(&self.conns, channel, payload.into_bytes()).await
+        } else {
+            self.conns
+                .run(|mut conn| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(payload)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                })
+                .await
+                .map(|n| n.max(0) as usize)
+        };
         match result {
-            Ok(n) => Ok(n.max(0) as usize),
+            Ok(n) => Ok(n),
             Err(e) => {
                 self.metrics.redis_error(RedisOp::Publish);
                 Err(TransportError::Redis(e))
@@ -184,6 +191,41 @@ impl Transport for RedisTransport {
             .load(Ordering::SeqCst)
             .then_some(epoch)
     }
+}
+
+/// `SPUBLISH` on the shared connections; how many subscribers received it. A slot map that
+/// has not seen a failover yet sends it to the demoted primary, which answers 0 and no `MOVED`
+/// (a replica runs `SPUBLISH` and counts only its own subscribers): on 0, a keyed read in the
+/// channel's slot gets the `MOVED` that refreshes the map, and the publish is tried once more.
+async fn spublish(
+    conns: &RedisConns,
+    channel: String,
+    payload: Vec<u8>,
+) -> Result<usize, crate::redis_common::CommandError> {
+    let publish = || {
+        let (channel, payload) = (channel.clone(), payload.clone());
+        conns.run(|mut conn| async move {
+            redis::cmd("SPUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+    };
+    let n = publish().await?;
+    if n > 0 {
+        return Ok(n as usize);
+    }
+    let key = channel.clone();
+    conns
+        .run(|mut conn| async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await?;
+    Ok(publish().await?.max(0) as usize)
 }
 
 /// The channels a node subscribes to.
@@ -343,11 +385,14 @@ async fn receive_single(
     }
 }
 
-/// A Cluster: re-subscribes when the server ends a subscription, publishes a probe on its own
-/// channel every probe period and gives up when none came back for two periods, and when the
-/// cluster's topology changed.
+/// A Cluster: gives up (to be rebuilt on a fresh slot map) when the server ends a subscription,
+/// when the cluster's topology changed, when its probe (published on its own channel every
+/// probe period) did not come back for two periods, and when two probes in a row reached no
+/// subscriber on the channel's primary (it is subscribed on a replica: it would hear requests
+/// whose publishers are told nobody listens).
 async fn receive_cluster(
-    mut conn: redis::cluster_async::ClusterConnection,
+    // Held, not used: the subscriptions live as long as the connection.
+    _conn: redis::cluster_async::ClusterConnection,
     mut pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
     watch: Watch<'_>,
     bus: &Weak<Bus>,
@@ -361,6 +406,7 @@ async fn receive_cluster(
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     probe.tick().await;
     let mut heard = Instant::now();
+    let mut unheard_on_primary = 0;
     let deaf_after = settings.probe_every * 2 + settings.op_timeout;
     loop {
         tokio::select! {
@@ -376,35 +422,25 @@ async fn receive_cluster(
                     Some(Value::BulkString(p)) => Some(p.as_slice()),
                     _ => None,
                 };
-                let again = match push.kind {
-                    PushKind::SMessage | PushKind::Message => {
-                        match payload {
-                            Some(PROBE) if channel == own => heard = Instant::now(),
-                            Some(p) => deliver(p, bus)?,
-                            None => {}
-                        }
-                        continue;
+                match push.kind {
+                    PushKind::SMessage | PushKind::Message => match payload {
+                        Some(PROBE) if channel == own => heard = Instant::now(),
+                        Some(p) => deliver(p, bus)?,
+                        None => {}
+                    },
+                    // The server ended a subscription (the shard's primary was demoted, or the
+                    // slot moved). redis-rs takes it as final, and subscribing again on this
+                    // connection may land on the demoted primary (its slot map is stale, and a
+                    // replica takes SSUBSCRIBE without MOVED): rebuild on a fresh one.
+                    PushKind::SUnsubscribe if channel == own => {
+                        return Some("the server ended the node channel's subscription");
                     }
-                    // The server ended a subscription (the shard's primary was demoted or the
-                    // slot moved): redis-rs forgets it; subscribe again, which follows the
-                    // MOVED to the new owner.
-                    PushKind::SUnsubscribe if channel == own => tokio::time::timeout(
-                        settings.op_timeout,
-                        conn.ssubscribe(own),
-                    )
-                    .await,
-                    PushKind::Unsubscribe if channel == events => tokio::time::timeout(
-                        settings.op_timeout,
-                        conn.subscribe(events),
-                    )
-                    .await,
+                    PushKind::Unsubscribe if channel == events => {
+                        return Some("the server ended the events channel's subscription");
+                    }
                     PushKind::Disconnection => return Some("a subscriber connection closed"),
-                    _ => continue,
-                };
-                if !matches!(again, Ok(Ok(()))) {
-                    return Some("could not subscribe again after the server ended a subscription");
+                    _ => {}
                 }
-                tracing::info!("bus subscription ended by the server; subscribed again");
             }
             _ = probe.tick() => {
                 if watch.moved() {
@@ -413,14 +449,19 @@ async fn receive_cluster(
                 if heard.elapsed() > deaf_after {
                     return Some("the subscriber no longer hears its own channel");
                 }
-                let channel = watch.channels.own.clone();
                 // On the command connections: a reply on the subscriber's own connection could
                 // be mistaken for a server-initiated `sunsubscribe` (see the module docs).
-                let published = watch.conns.run(|mut c| async move {
-                    redis::cmd("SPUBLISH").arg(channel).arg(PROBE).query_async::<i64>(&mut c).await
-                }).await;
-                if let Err(e) = published {
-                    tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "bus probe not published");
+                match spublish(watch.conns, watch.channels.own.clone(), PROBE.to_vec()).await {
+                    Ok(0) => {
+                        unheard_on_primary += 1;
+                        if unheard_on_primary >= 2 {
+                            return Some("the node channel's primary has no subscriber of it");
+                        }
+                    }
+                    Ok(_) => unheard_on_primary = 0,
+                    Err(e) => {
+                        tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "bus probe not published");
+                    }
                 }
             }
         }

@@ -242,7 +242,7 @@ impl Metrics {
                 &registry,
                 IntCounter::new(
                     "hostie_redis_topology_changes_total",
-                    "Redis failovers and slot moves this node noticed (a new primary named by Sentinel, a new Cluster epoch).",
+                    "Redis failovers and slot moves this node noticed (a new primary named by Sentinel, Cluster primaries changed or restarted).",
                 )
                 .expect("static metric definition"),
             ),

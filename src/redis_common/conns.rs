@@ -15,8 +15,10 @@ use deadpool_redis::{Connection, Pool};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, RedisFuture, Value};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -128,13 +130,14 @@ pub struct RedisConns {
     connector: Connector,
     slots: [Mutex<Option<Slot>>; SHARED],
     op_timeout: Duration,
-    /// Topology changes seen (a new primary, a new cluster epoch): whoever holds state that
+    /// Topology changes seen (a new primary, a restarted one): whoever holds state that
     /// depends on where the data lives (the subscriber, the records) compares it.
     generation: AtomicU64,
-    /// What the last [`Self::watch_topology`] saw: the primary's address (Sentinel) or the
-    /// highest cluster epoch (Cluster).
+    /// What the last [`Self::watch_topology`] saw: the primary's address (Sentinel); the
+    /// highest epoch and each primary's run id (Cluster).
     seen: Mutex<Option<String>>,
     max_epoch: AtomicU64,
+    run_ids: Mutex<HashMap<String, String>>,
 }
 
 impl RedisConns {
@@ -191,6 +194,7 @@ impl RedisConns {
             generation: AtomicU64::new(0),
             seen: Mutex::default(),
             max_epoch: AtomicU64::new(0),
+            run_ids: Mutex::default(),
         })
     }
 
@@ -365,8 +369,8 @@ impl RedisConns {
     }
 
     /// Checks where the data lives now, at most once per call (every heartbeat): on Sentinel,
-    /// the primary the sentinels name; on a Cluster, the cluster's configuration epoch, which
-    /// every failover and slot move raises. Returns whether it changed since the last call.
+    /// the primary the sentinels name; on a Cluster, whether a failover happened or a primary
+    /// restarted ([`Self::watch_cluster`]). Returns whether it changed since the last call.
     /// On Sentinel, every connection to another server is dropped here: a primary demoted by
     /// `SENTINEL FAILOVER` goes on taking writes for seconds before Sentinel reconfigures it,
     /// and those writes would be lost.
@@ -393,32 +397,56 @@ impl RedisConns {
                 }
                 primary
             }
-            Connector::Cluster(_) => {
-                let info: String = self
-                    .run(|mut conn| async move {
-                        redis::cmd("CLUSTER")
-                            .arg("INFO")
-                            .query_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-                let epoch = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
-                    .and_then(|e| e.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
-                // `CLUSTER INFO` goes to any node, and one that has not heard of the latest
-                // failover yet reports an older epoch: only a higher one is news.
-                let before = self.max_epoch.fetch_max(epoch, Ordering::SeqCst);
-                if epoch <= before {
-                    return Ok(false);
-                }
-                epoch.to_string()
-            }
+            Connector::Cluster(_) => return self.watch_cluster().await,
         };
         let mut last = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let changed = last.as_ref().is_some_and(|l| *l != seen);
         *last = Some(seen);
+        if changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(changed)
+    }
+
+    /// The Cluster part of [`Self::watch_topology`]: the cluster's epoch, which every failover
+    /// (and slot move) raises, from any node (`CLUSTER INFO`; only a higher one is news, as a
+    /// node may not have heard of the latest yet); and each primary's run id (`INFO server` on
+    /// all of them, side by side), which a primary that restarted without a failover (empty,
+    /// if it does not persist) changes, while its address and slots stay.
+    async fn watch_cluster(&self) -> Result<bool, CommandError> {
+        let info = self.run(|mut conn| async move {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async::<String>(&mut conn)
+                .await
+        });
+        let all = self.run(|conn| async move {
+            let Conn::Cluster(mut conn) = conn else {
+                unreachable!("a Cluster's connections are cluster connections");
+            };
+            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            let mut cmd = redis::cmd("INFO");
+            cmd.arg("server");
+            conn.route_command(cmd, all).await
+        });
+        let (info, all) = tokio::try_join!(info, all)?;
+        let epoch = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
+            .and_then(|e| e.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let before = self.max_epoch.fetch_max(epoch, Ordering::SeqCst);
+        let failed_over = before != 0 && epoch > before;
+        let run_ids = run_ids(&all);
+        let mut last = self.run_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let restarted = run_ids
+            .iter()
+            .any(|(addr, id)| last.get(addr).is_some_and(|old| old != id));
+        // Merged, not replaced: a primary that is down now (no answer) is compared again
+        // when it is back.
+        last.extend(run_ids);
+        drop(last);
+        let changed = failed_over || restarted;
         if changed {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
@@ -459,6 +487,23 @@ impl RedisConns {
             .await
             .map_err(CommandError::Open)
     }
+}
+
+/// Each primary's run id by address, from the per-node replies of `INFO server` sent to all of
+/// them (a node that answered with an error is left out).
+fn run_ids(all: &Value) -> HashMap<String, String> {
+    let Value::Map(entries) = all else {
+        return HashMap::new();
+    };
+    entries
+        .iter()
+        .filter_map(|(addr, info)| {
+            let addr = redis::from_redis_value_ref::<String>(addr).ok()?;
+            let info = redis::from_redis_value_ref::<String>(info).ok()?;
+            let id = info.lines().find_map(|l| l.strip_prefix("run_id:"))?;
+            Some((addr, id.trim().to_owned()))
+        })
+        .collect()
 }
 
 /// A cluster client whose every wait fits in hostie's Redis deadline: redis-rs' defaults

@@ -208,10 +208,10 @@ impl Registry for RedisRegistry {
                 .invoke_async::<Vec<redis::Value>>(&mut conn)
                 .await
         });
-        // Where the data lives, asked beside the beat: a new primary or cluster epoch may have
+        // Where the data lives, asked beside the beat: a new primary (or a restarted one) may have
         // lost recent writes (replication is asynchronous) and carries stale heartbeats.
         let (reply, moved) = tokio::join!(beat, self.conns.watch_topology());
-        // Sentinels that do not answer (or a Cluster node that cannot say its epoch) do not make
+        // Sentinels that do not answer (or Cluster primaries that cannot say who they are) do not make
         // the beat fail: the data path works, and the check runs again next beat.
         let moved = moved.unwrap_or_else(|e| {
             tracing::debug!(error = %ErrorChain(&e), "cannot check the Redis topology");

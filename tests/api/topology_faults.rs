@@ -315,6 +315,25 @@ async fn cluster_primary_killed_under_the_heartbeats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_primary_restarted_empty_without_a_replica() {
+    let store = Store::Cluster(blocking(|| RedisCluster::start(3, 0)));
+    let t = Topo::start("Cluster primary (no replica) restarted empty", store).await;
+    t.judge_fault(true, |t| {
+        let slot = t.node_slot(1);
+        let cluster = t.cluster();
+        let primary = cluster.primary_for_slot(slot);
+        cluster.kill(primary);
+        std::thread::sleep(Duration::from_secs(1));
+        let took = cluster.restart_empty(primary);
+        format!(
+            "primary {primary} down 1 s, then back empty; cluster ok {:.2} s after its start",
+            took.as_secs_f64()
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_node_channel_slot_migrated() {
     let t = Topo::start(
         "Cluster slot of node 0's channel migrated",

@@ -117,6 +117,8 @@ struct Instance {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// What it was started with, to start it again.
+    args: Vec<String>,
 }
 
 impl Instance {
@@ -131,10 +133,11 @@ impl Instance {
             let dir = tempfile::tempdir().unwrap();
             let port = pick_port(bus);
             let log = dir.path().join("redis.log");
+            let mut args = args(port, dir.path());
+            args.extend(["--daemonize".into(), "no".into(), "--logfile".into()]);
+            args.push(log.display().to_string());
             let child = Command::new(server_binary())
-                .args(args(port, dir.path()))
-                .args(["--daemonize", "no", "--logfile"])
-                .arg(&log)
+                .args(&args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -144,6 +147,7 @@ impl Instance {
                 port,
                 child: Some(child),
                 dir,
+                args,
             };
             let end = Instant::now() + PING_WITHIN;
             while Instant::now() < end {
@@ -167,6 +171,32 @@ impl Instance {
 
     fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Starts it again after [`Instance::kill`]: same port, same directory (a cluster node
+    /// keeps its `nodes.conf`, so its identity and slots), no data. Ready when returned.
+    fn start_again(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.port);
+        let child = Command::new(server_binary())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let end = Instant::now() + PING_WITHIN;
+        while Instant::now() < end {
+            if try_cli(self.port, &["PING"]).is_some_and(|out| out.trim() == "PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "{} did not start again; its log:\n{}",
+            self.port,
+            self.log_tail()
+        );
     }
 
     /// SIGKILL, then reaped: gone at once, nothing saved.
@@ -453,6 +483,16 @@ impl RedisCluster {
     /// replica takes over: see [`RedisCluster::wait_ok`].
     pub fn kill(&mut self, port: u16) {
         self.node_mut(port).kill();
+    }
+
+    /// Starts the instance on `port`, killed before, again: same identity and slots (its
+    /// `nodes.conf` kept), no data, as a primary that restarts without persistence. Waits
+    /// until the cluster is ok ([`RedisCluster::wait_ok`]); returns the time that took.
+    pub fn restart_empty(&mut self, port: u16) -> Duration {
+        let started = Instant::now();
+        self.node_mut(port).start_again();
+        self.wait_ok(Duration::from_secs(20));
+        started.elapsed()
     }
 
     /// `CLUSTER FAILOVER` on `replica_port`, then waits until it says it is a primary, the
