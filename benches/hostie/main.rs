@@ -1,7 +1,8 @@
 //! hostie's benchmark, against the machine's floor measured in the same run.
 //!
 //! `cargo bench --bench hostie` (full) or `cargo bench --bench hostie -- --smoke` (seconds).
-//! One machine runs everything: `redis-server`, release builds of hostie as separate
+//! One machine runs everything: `redis-server` (one, then a Sentinel group and a 3-shard
+//! Cluster for the cross-node rows), release builds of hostie as separate
 //! processes, simulated gateways in worker processes (this binary with `--gateway-worker`, so
 //! that no process holds more than ≈10k sockets), and the HTTP load generator. All traffic is
 //! on loopback and every loop is bounded in time and count. The simulated gateways,
@@ -13,6 +14,7 @@ mod load;
 mod procs;
 mod report;
 mod scenarios;
+mod topology;
 
 use clap::Parser;
 use hostie_testkit::fleet;

@@ -228,6 +228,10 @@ impl Worker {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn connected(&self) -> usize {
         self.connected.load(Ordering::SeqCst)
     }

@@ -4,9 +4,9 @@ use crate::Args;
 use crate::load::{self, LoadSpec};
 use crate::procs::{self, Hostie, TICKS_PER_SEC, Worker, WorkerArgs};
 use crate::report::{Row, us};
+use crate::topology::{CpuSpent, CpuWindow, Proc, Topology};
 use hdrhistogram::Histogram;
 use hostie_testkit::fleet::token;
-use hostie_testkit::redis_server::RedisServer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,16 +93,13 @@ fn connected(workers: &[Worker], total: usize, limit: Duration) -> Option<Durati
 pub(crate) async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
     let mut wrong = Vec::new();
-    let redis = RedisServer::start();
+    let redis = Topology::standalone();
     let url = redis.url();
     let (a, b) = (
         Hostie::spawn(&url, "bench", "a").await,
         Hostie::spawn(&url, "bench", "b").await,
     );
-    eprintln!(
-        "bench: redis on {}, nodes a={} b={}",
-        redis.port, a.http, b.http
-    );
+    eprintln!("bench: redis on {url}, nodes a={} b={}", a.http, b.http);
 
     // Floors, in this run, on this machine.
     let floor = redis_floor(&url, args.seconds.min(3)).await;
@@ -141,16 +138,7 @@ pub(crate) async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
         connected(&workers, args.tokens, Duration::from_secs(120)).expect("fleet registered");
     eprintln!("bench: {} gateways registered in {took:?}", args.tokens);
     let hits = paths("tok", args.tokens);
-    // Warm-up: connections, scripts and caches, not measured.
-    load::run(LoadSpec {
-        addr: a.http,
-        concurrency: 64,
-        duration: Duration::from_secs(1),
-        paths: hits.clone(),
-        slow: DEADLINE,
-        max_per_conn: None,
-    })
-    .await;
+    warm_up(&a, &hits).await;
 
     let same64 = http(a.http, 64, args, hits.clone()).await;
     let ok = same64.rate() >= 30_000.0
@@ -171,7 +159,7 @@ pub(crate) async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
         Some(same1.quantile_us(0.5) <= 150 && all_ok(&same1)),
         "",
     ));
-    let cross64 = http(b.http, 64, args, hits.clone()).await;
+    let (cross64, cpu) = cross_node_64(&redis, &a, &b, &workers, args, &hits).await;
     let ok = cross64.rate() >= 15_000.0 && cross64.quantile_us(0.99) <= 5_000;
     rows.push(Row::latency(
         "discovery hit, cross node, 64 concurrent",
@@ -189,6 +177,7 @@ pub(crate) async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
         Some((p50 <= 350 || p50 <= floor_p50 + 300) && all_ok(&cross1)),
         &format!("; floor p50 {floor_p50} µs"),
     ));
+    rows.push(cpu_row(redis.name(), "", &cpu, &cross64, None));
     for (name, r) in [
         ("same node 64", &same64),
         ("same node 1", &same1),
@@ -229,31 +218,21 @@ pub(crate) async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     drop(workers);
 
     // Registration rate into one node (Redis mode), then every token counted.
-    let started = Instant::now();
-    let workers = fleet(&[b.http], &[], "reg", args.tokens);
-    let took =
-        connected(&workers, args.tokens, Duration::from_secs(120)).unwrap_or(started.elapsed());
-    let rate = args.tokens as f64 / took.as_secs_f64();
-    let found = load::sweep(a.http, paths("reg", args.tokens), 64).await;
-    let counted = found.iter().filter(|f| **f).count();
-    if counted != args.tokens {
-        wrong.push(format!(
-            "registration: {counted} of {} registered tokens discoverable",
-            args.tokens
-        ));
+    let reg = registration(&a, &b, args, "registration", &mut wrong).await;
+    rows.push(reg.row("registration rate into one node (Redis mode)", ""));
+
+    // The cross-node rows again on a Sentinel group and on a 3-shard Cluster, against the
+    // standalone ones just measured.
+    let standalone = Yardstick {
+        cross64,
+        cross1,
+        cpu,
+        registration: reg.rate,
+    };
+    for topology in [Topology::sentinel as fn() -> Topology, Topology::cluster] {
+        let topology = topology();
+        other_topology(&topology, &standalone, args, &mut rows, &mut wrong).await;
     }
-    rows.push(Row::figure(
-        "registration rate into one node (Redis mode)",
-        "≥ 5,000 new sessions/s, all discoverable",
-        format!(
-            "{} sessions in {:.2} s = {rate:.0}/s; {counted}/{} discoverable from the other node",
-            args.tokens,
-            took.as_secs_f64(),
-            args.tokens
-        ),
-        Some(rate >= 5_000.0 && counted == args.tokens),
-    ));
-    drop(workers);
 
     // The floors of idle CPU: the same fleet, pinging the same way, held by the cheapest
     // WebSocket server, then by the same pong-only server on hostie's stack (see `floor`).
@@ -372,6 +351,240 @@ pub(crate) async fn run_all(args: &Args) -> (Vec<Row>, Vec<String>) {
     ));
     drop(workers);
     (rows, wrong)
+}
+
+/// Warm-up of a node's Redis connections, scripts and caches (same-node hits), not measured.
+async fn warm_up(a: &Hostie, hits: &Arc<Vec<String>>) {
+    load::run(LoadSpec {
+        addr: a.http,
+        concurrency: 64,
+        duration: Duration::from_secs(1),
+        paths: hits.clone(),
+        slow: DEADLINE,
+        max_per_conn: None,
+    })
+    .await;
+}
+
+/// Cross-node hits (held by `a`, asked on `b`) at 64 concurrent, and where the CPU of that
+/// window went: each Redis server's `INFO cpu`, each process's `/proc/<pid>/stat`.
+async fn cross_node_64(
+    topology: &Topology,
+    a: &Hostie,
+    b: &Hostie,
+    workers: &[Worker],
+    args: &Args,
+    hits: &Arc<Vec<String>>,
+) -> (load::LoadResult, CpuSpent) {
+    let mut procs = vec![
+        Proc {
+            pid: a.pid(),
+            label: "node a (owner)",
+        },
+        Proc {
+            pid: b.pid(),
+            label: "node b (asked)",
+        },
+    ];
+    procs.extend(workers.iter().map(|w| Proc {
+        pid: w.pid(),
+        label: "gateways",
+    }));
+    procs.push(Proc {
+        pid: std::process::id(),
+        label: "load generator",
+    });
+    let window = CpuWindow::start(topology, procs).await;
+    let r = http(b.http, 64, args, hits.clone()).await;
+    let cpu = window.end(r.ok).await;
+    (r, cpu)
+}
+
+/// The Redis CPU row of a topology's 64-concurrent cross-node window.
+fn cpu_row(
+    topology: &str,
+    target: &str,
+    cpu: &CpuSpent,
+    r: &load::LoadResult,
+    pass: Option<bool>,
+) -> Row {
+    Row::figure(
+        &format!("{topology}: Redis CPU per cross-node discovery, 64 concurrent"),
+        target,
+        format!(
+            "{}, over {} discoveries; the rest of the machine, µs per discovery: {}",
+            cpu.redis_summary(),
+            r.ok,
+            cpu.machine_summary()
+        ),
+        pass,
+    )
+}
+
+/// A registration run's figures.
+struct Registration {
+    rate: f64,
+    took: Duration,
+    counted: usize,
+    tokens: usize,
+}
+
+impl Registration {
+    fn row(&self, scenario: &str, note: &str) -> Row {
+        Row::figure(
+            scenario,
+            "≥ 5,000 new sessions/s, all discoverable",
+            format!(
+                "{} sessions in {:.2} s = {:.0}/s; {}/{} discoverable from the other node{note}",
+                self.tokens,
+                self.took.as_secs_f64(),
+                self.rate,
+                self.counted,
+                self.tokens
+            ),
+            Some(self.rate >= 5_000.0 && self.counted == self.tokens),
+        )
+    }
+}
+
+/// `tokens` gateways registering into `b` at once, then each token asked once on `a`.
+async fn registration(
+    a: &Hostie,
+    b: &Hostie,
+    args: &Args,
+    name: &str,
+    wrong: &mut Vec<String>,
+) -> Registration {
+    let started = Instant::now();
+    let workers = fleet(&[b.http], &[], "reg", args.tokens);
+    let took =
+        connected(&workers, args.tokens, Duration::from_secs(120)).unwrap_or(started.elapsed());
+    let rate = args.tokens as f64 / took.as_secs_f64();
+    let found = load::sweep(a.http, paths("reg", args.tokens), 64).await;
+    let counted = found.iter().filter(|f| **f).count();
+    if counted != args.tokens {
+        wrong.push(format!(
+            "{name}: {counted} of {} registered tokens discoverable",
+            args.tokens
+        ));
+    }
+    drop(workers);
+    Registration {
+        rate,
+        took,
+        counted,
+        tokens: args.tokens,
+    }
+}
+
+/// What the standalone rows measured: what the other topologies are compared with.
+struct Yardstick {
+    cross64: load::LoadResult,
+    cross1: load::LoadResult,
+    cpu: CpuSpent,
+    registration: f64,
+}
+
+/// `x` as a percentage of `base`.
+fn pct(x: f64, base: f64) -> f64 {
+    x / base.max(1e-9) * 100.0
+}
+
+/// The cross-node measurement of the standalone rows on another topology: two fresh nodes,
+/// `tokens` gateways on `a`, hits asked on `b` at 64 (with the Redis CPU of the window) and
+/// 1 concurrent, then the registration rate. Only the Cluster has targets (issue 13): within
+/// 15 % of standalone's throughput and p99, and no more Redis CPU per discovery over all its
+/// shards than the one standalone server.
+async fn other_topology(
+    topology: &Topology,
+    base: &Yardstick,
+    args: &Args,
+    rows: &mut Vec<Row>,
+    wrong: &mut Vec<String>,
+) {
+    let name = topology.name();
+    let cluster = matches!(topology, Topology::Cluster(_));
+    let url = topology.url();
+    let (a, b) = (
+        Hostie::spawn(&url, "bench", "a").await,
+        Hostie::spawn(&url, "bench", "b").await,
+    );
+    eprintln!("bench: {name} on {url}, nodes a={} b={}", a.http, b.http);
+    let workers = fleet(&[a.http], &[], "tok", args.tokens);
+    let took = connected(&workers, args.tokens, Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("{name}: fleet registered"));
+    eprintln!(
+        "bench: {name}: {} gateways registered in {took:?}",
+        args.tokens
+    );
+    let hits = paths("tok", args.tokens);
+    warm_up(&a, &hits).await;
+
+    let (cross64, cpu) = cross_node_64(topology, &a, &b, &workers, args, &hits).await;
+    let cross1 = http(b.http, 1, args, hits.clone()).await;
+    drop(workers);
+    for (c, r, s) in [(64, &cross64, &base.cross64), (1, &cross1, &base.cross1)] {
+        if !all_ok(r) {
+            wrong.push(format!(
+                "{name}: cross node {c}: {} of {} hits were not a 200 within the deadline",
+                r.requests - r.ok + r.slow,
+                r.requests
+            ));
+        }
+        let (rate, p99) = (
+            pct(r.rate(), s.rate()),
+            pct(r.quantile_us(0.99) as f64, s.quantile_us(0.99) as f64),
+        );
+        let target = if cluster {
+            format!(
+                "within 15 % of standalone: ≥ {:.0}/s, p99 ≤ {}",
+                s.rate() * 0.85,
+                us((s.quantile_us(0.99) as f64 * 1.15) as u64)
+            )
+        } else {
+            String::new()
+        };
+        let pass = cluster.then(|| rate >= 85.0 && p99 <= 115.0 && all_ok(r));
+        rows.push(Row::latency(
+            &format!("{name}: discovery hit, cross node, {c} concurrent"),
+            &target,
+            r,
+            pass,
+            &format!(
+                "; {rate:.0} % of standalone's throughput, p99 {p99:.0} % of standalone's, p50 {} vs {}",
+                us(r.quantile_us(0.5)),
+                us(s.quantile_us(0.5))
+            ),
+        ));
+    }
+    let (total, base_total) = (cpu.redis_total(), base.cpu.redis_total());
+    let target = if cluster {
+        format!("total over the shards ≤ standalone's {base_total:.1} µs")
+    } else {
+        String::new()
+    };
+    let mut row = cpu_row(
+        name,
+        &target,
+        &cpu,
+        &cross64,
+        cluster.then_some(total <= base_total),
+    );
+    row.result = format!(
+        "{:.0} % of standalone's {base_total:.1} µs: {}",
+        pct(total, base_total),
+        row.result
+    );
+    rows.push(row);
+    let reg = registration(&a, &b, args, &format!("{name}: registration"), wrong).await;
+    rows.push(reg.row(
+        &format!("{name}: registration rate into one node"),
+        &format!(
+            "; {:.0} % of standalone's {:.0}/s",
+            pct(reg.rate, base.registration),
+            base.registration
+        ),
+    ));
 }
 
 /// Every answer of a hit run was a 200 within the deadline.
