@@ -154,27 +154,38 @@ impl Registry for RedisRegistry {
         self.counted(RedisOp::Release, result).map(drop)
     }
 
-    /// One plain `HVALS`, pipelined with this node's own heartbeat score: the cheapest lookup
-    /// Redis can serve that also tells whether Redis lost data (this node's entry is gone).
+    /// One plain `HVALS`; on one Redis sent together with this node's own heartbeat score:
+    /// the cheapest lookup Redis can serve that also tells whether Redis lost data (this
+    /// node's entry is gone). On a Cluster that score would show only the heartbeat shard's
+    /// loss, at the price of a second server woken per lookup: there the heartbeat's topology
+    /// check finds a shard that lost data (a failover, a restarted primary) for every shard,
+    /// and the node distrusts "no session" from then on (`Heartbeat::fresh`).
     async fn candidates(&self, token: &TokenHash) -> Result<Lookup, RegistryError> {
         let mut hvals = redis::cmd("HVALS");
         hvals.arg(self.keys.token(token));
-        let mut zscore = redis::cmd("ZSCORE");
-        zscore.arg(self.keys.nodes()).arg(&self.node.0);
-        let result = self
-            .conns
-            .pair::<Vec<String>, Option<f64>>(hvals, zscore)
-            .await;
-        let (raw, own) = self.counted(RedisOp::Lookup, result)?;
+        let (raw, complete) = if self.conns.is_cluster() {
+            let result = self
+                .run(RedisOp::Lookup, |mut conn| async move {
+                    hvals.query_async::<Vec<String>>(&mut conn).await
+                })
+                .await?;
+            (result, true)
+        } else {
+            let mut zscore = redis::cmd("ZSCORE");
+            zscore.arg(self.keys.nodes()).arg(&self.node.0);
+            let result = self
+                .conns
+                .pair::<Vec<String>, Option<f64>>(hvals, zscore)
+                .await;
+            let (raw, own) = self.counted(RedisOp::Lookup, result)?;
+            (raw, own.is_some())
+        };
         let mut records: Vec<SessionRecord> = raw
             .iter()
             .filter_map(|json| serde_json::from_str::<SessionRecord>(json).ok())
             .collect();
         newest_first(&mut records);
-        Ok(Lookup {
-            records,
-            complete: own.is_some(),
-        })
+        Ok(Lookup { records, complete })
     }
 
     async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError> {
