@@ -138,6 +138,8 @@ pub struct RedisConns {
     seen: Mutex<Option<String>>,
     max_epoch: AtomicU64,
     run_ids: Mutex<HashMap<String, String>>,
+    /// When the last topology change was seen.
+    moved_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl RedisConns {
@@ -195,6 +197,7 @@ impl RedisConns {
             seen: Mutex::default(),
             max_epoch: AtomicU64::new(0),
             run_ids: Mutex::default(),
+            moved_at: Mutex::default(),
         })
     }
 
@@ -215,6 +218,21 @@ impl RedisConns {
     /// How many topology changes [`Self::watch_topology`] has seen.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    fn moved(&self) {
+        *self.moved_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether [`Self::watch_topology`] saw the topology change within `within`: until every
+    /// node has noticed and re-asserted, what was written through the old primary may be
+    /// missing.
+    pub fn moved_within(&self, within: Duration) -> bool {
+        self.moved_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Slot>> {
@@ -403,7 +421,7 @@ impl RedisConns {
         let changed = last.as_ref().is_some_and(|l| *l != seen);
         *last = Some(seen);
         if changed {
-            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.moved();
         }
         Ok(changed)
     }
@@ -448,7 +466,7 @@ impl RedisConns {
         drop(last);
         let changed = failed_over || restarted;
         if changed {
-            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.moved();
         }
         Ok(changed)
     }

@@ -13,7 +13,7 @@ use super::{Admission, Heartbeat, Lookup, Registry, RegistryError};
 use crate::metrics::Metrics;
 use crate::model::{BusMessage, NodeId, RedisOp, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
-use crate::redis_common::{Conn, Keys, RedisConns};
+use crate::redis_common::{Conn, Keys, RedisConns, RedisTopology};
 use crate::telemetry::ErrorChain;
 use async_trait::async_trait;
 use redis::Script;
@@ -156,30 +156,65 @@ impl Registry for RedisRegistry {
 
     /// One plain `HVALS`; on one Redis sent together with this node's own heartbeat score:
     /// the cheapest lookup Redis can serve that also tells whether Redis lost data (this
-    /// node's entry is gone). On a Cluster that score would show only the heartbeat shard's
-    /// loss, at the price of a second server woken per lookup: there the heartbeat's topology
-    /// check finds a shard that lost data (a failover, a restarted primary) for every shard,
-    /// and the node distrusts "no session" from then on (`Heartbeat::fresh`).
+    /// node's entry is gone). On Sentinel the pipeline also asks `ROLE` (below). On a Cluster
+    /// that score would show only the heartbeat shard's loss, at the price of a second server
+    /// woken per lookup: there the heartbeat's topology check finds a shard that lost data (a
+    /// failover, a restarted primary) for every shard. After any topology change this node
+    /// saw, no lookup vouches for a miss for one heartbeat TTL.
     async fn candidates(&self, token: &TokenHash) -> Result<Lookup, RegistryError> {
         let mut hvals = redis::cmd("HVALS");
         hvals.arg(self.keys.token(token));
-        let (raw, complete) = if self.conns.is_cluster() {
-            let result = self
-                .run(RedisOp::Lookup, |mut conn| async move {
-                    hvals.query_async::<Vec<String>>(&mut conn).await
-                })
-                .await?;
-            (result, true)
-        } else {
-            let mut zscore = redis::cmd("ZSCORE");
-            zscore.arg(self.keys.nodes()).arg(&self.node.0);
-            let result = self
-                .conns
-                .pair::<Vec<String>, Option<f64>>(hvals, zscore)
-                .await;
-            let (raw, own) = self.counted(RedisOp::Lookup, result)?;
-            (raw, own.is_some())
+        let mut zscore = redis::cmd("ZSCORE");
+        zscore.arg(self.keys.nodes()).arg(&self.node.0);
+        let (raw, complete) = match self.conns.topology() {
+            RedisTopology::Cluster { .. } => {
+                let result = self
+                    .run(RedisOp::Lookup, |mut conn| async move {
+                        hvals.query_async::<Vec<String>>(&mut conn).await
+                    })
+                    .await?;
+                (result, true)
+            }
+            RedisTopology::Standalone { .. } => {
+                let result = self
+                    .conns
+                    .pair::<Vec<String>, Option<f64>>(hvals, zscore)
+                    .await;
+                let (raw, own) = self.counted(RedisOp::Lookup, result)?;
+                (raw, own.is_some())
+            }
+            // Also asks the server's role: a primary that Sentinel demoted serves reads with
+            // the new primary's data, without what it took itself before; a connection that
+            // still reads from it is dropped (READONLY) and the lookup fails (503).
+            RedisTopology::Sentinel { .. } => {
+                let (raw, own) = self
+                    .run(RedisOp::Lookup, |mut conn| async move {
+                        let (raw, own, role): (Vec<String>, Option<f64>, Vec<redis::Value>) =
+                            redis::pipe()
+                                .add_command(hvals)
+                                .add_command(zscore)
+                                .cmd("ROLE")
+                                .query_async(&mut conn)
+                                .await?;
+                        let primary = role
+                            .first()
+                            .and_then(|r| redis::from_redis_value_ref::<String>(r).ok())
+                            .is_some_and(|r| r == "master");
+                        if !primary {
+                            return Err(redis::RedisError::from((
+                                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                                "the server read from is no longer the primary",
+                            )));
+                        }
+                        Ok((raw, own))
+                    })
+                    .await?;
+                (raw, own.is_some())
+            }
         };
+        // Within a TTL of a failover this node noticed, writes taken by the old primary may be
+        // missing until every node has re-asserted: no lookup vouches for a miss.
+        let complete = complete && !self.conns.moved_within(self.heartbeat_ttl);
         let mut records: Vec<SessionRecord> = raw
             .iter()
             .filter_map(|json| serde_json::from_str::<SessionRecord>(json).ok())

@@ -10,7 +10,7 @@
 //! Run with `cargo test --test api fault_suite -- --nocapture` to see each scenario's table.
 
 use crate::helpers::*;
-use hostie_testkit::chaos::{Checker, Harness, Load, LoadSpec, Target, fastrand};
+use hostie_testkit::chaos::{Checker, Harness, Load, fastrand};
 use hostie_testkit::loopback;
 use hostie_testkit::redis_server::RedisServer;
 use hostie_testkit::tcp_proxy::{Mode, TcpProxy};
@@ -23,7 +23,6 @@ const DEADLINE: Duration = Duration::from_secs(1);
 const INTERVAL: Duration = Duration::from_millis(200);
 const TTL: Duration = Duration::from_secs(1);
 const NODES: usize = 3;
-const GATEWAYS: usize = 60;
 /// Load before the fault, the fault, load after the recovery.
 const BASELINE: Duration = Duration::from_secs(2);
 const HOLD: Duration = Duration::from_secs(3);
@@ -61,61 +60,12 @@ impl Cluster {
         };
         let prefix = prefix();
         let logs = tempfile::tempdir().expect("a log directory");
-        let mut nodes = Vec::new();
-        for i in 0..NODES {
-            let url = match (&proxy, cut) {
-                (Some(proxy), Some(c)) if c == i => format!("redis://{}/", proxy.addr()),
-                _ => redis.url(),
-            };
-            let node_id = node_id(&prefix, i);
-            let args = [
-                "--redis-url",
-                &url,
-                "--redis-prefix",
-                &prefix,
-                "--node-id",
-                &node_id,
-                "--heartbeat-interval",
-                "200ms",
-                "--heartbeat-ttl",
-                "1s",
-                "--rpc-timeout",
-                "1s",
-                "--redis-timeout",
-                "200ms",
-                "--discovery-rate",
-                "0",
-            ];
-            let log = logs.path().join(format!("node{i}.log"));
-            nodes.push(spawn_process_logging_to(&args, &log).await);
-        }
-        let targets = nodes
-            .iter()
-            .map(|n| Target {
-                http: n.http,
-                admin: n.admin,
-            })
-            .collect();
-        let harness = Harness::new(targets, DEADLINE);
-        let never: Vec<String> = (0..10).map(|i| token(&format!("never{i}"))).collect();
-        harness.add_never_registered(&never);
-        for g in 0..GATEWAYS {
-            harness.open(&token(&format!("g{g}")), g % NODES).await;
-        }
-        let ready = harness
-            .await_settled(Instant::now(), Duration::from_secs(10))
-            .await;
-        assert!(
-            ready.is_some(),
-            "{name}: every gateway discoverable on every node before the fault"
-        );
-        harness.start_readyz_probe(Duration::from_millis(100));
-        // The load's and the churn's picks; HOSTIE_FAULT_SEED repeats a run's picks (not its
-        // timing).
-        let seed = std::env::var("HOSTIE_FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| fastrand::u64(..));
+        let url = |i| match (&proxy, cut) {
+            (Some(proxy), Some(c)) if c == i => format!("redis://{}/", proxy.addr()),
+            _ => redis.url(),
+        };
+        let (nodes, harness, seed) =
+            start_fault_cluster(name, NODES, url, &prefix, logs.path()).await;
         Self {
             name,
             started,
@@ -130,12 +80,7 @@ impl Cluster {
     }
 
     fn load(&self) -> Load {
-        self.harness.start_load(LoadSpec {
-            workers: 8,
-            pause: Duration::from_millis(20),
-            never_share: 0.15,
-            seed: self.seed,
-        })
+        fault_load(&self.harness, self.seed)
     }
 
     fn checker(&self) -> Checker {
@@ -150,7 +95,7 @@ impl Cluster {
             self.redis.cli(&[
                 "ZSCORE",
                 &format!("{}:nodes", self.prefix),
-                &node_id(&self.prefix, node),
+                &fault_node_id(&self.prefix, node),
             ])
         });
         let now = blocking(|| self.redis.cli(&["TIME"]));
@@ -179,24 +124,7 @@ impl Cluster {
             for (i, node) in self.nodes.iter().enumerate() {
                 out.push_str(&format!("  node {i} metrics: {}\n", metrics(node).await));
             }
-            for i in 0..NODES {
-                let log = std::fs::read_to_string(self.logs.path().join(format!("node{i}.log")))
-                    .unwrap_or_default();
-                let warnings: Vec<&str> = log
-                    .lines()
-                    .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
-                    .collect();
-                out.push_str(&format!(
-                    "  node {i}: {} warnings; the last ones:\n",
-                    warnings.len()
-                ));
-                for l in warnings.iter().rev().take(4).rev() {
-                    out.push_str(&format!(
-                        "    {}\n",
-                        l.chars().take(300).collect::<String>()
-                    ));
-                }
-            }
+            out.push_str(&node_warnings(self.logs.path(), NODES, 4));
         }
         // HOSTIE_FAULT_KEEP_LOGS=1 keeps them after a pass too, to read a recovery's story.
         if !verdict.failures().is_empty() || std::env::var_os("HOSTIE_FAULT_KEEP_LOGS").is_some() {
@@ -231,10 +159,6 @@ async fn metrics(node: &NodeProcess) -> String {
         .map(|l| l.replace("hostie_", ""))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn node_id(prefix: &str, i: usize) -> String {
-    format!("{prefix}-node{i}")
 }
 
 /// A Redis fault: `begin`, `HOLD`, `end`; every gateway stays connected, so no `404` is
@@ -421,7 +345,7 @@ async fn gateways_churn_under_load() {
     while Instant::now() < churn_until {
         let live = c.harness.live();
         let pick = rng.f64();
-        if pick < 0.3 && live.len() > GATEWAYS / 2 {
+        if pick < 0.3 && live.len() > FAULT_GATEWAYS / 2 {
             // A gateway stops.
             c.harness.close(live[rng.usize(..live.len())].port);
             closed += 1;

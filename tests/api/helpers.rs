@@ -270,3 +270,119 @@ pub(crate) async fn discover_at(addr: SocketAddr, token: &str) -> (u16, Value, D
     let body = res.json().await.unwrap_or(Value::Null);
     (status, body, started.elapsed())
 }
+
+/// What the fault suites start: `count` node processes (node `i` on `url(i)`, logging to
+/// `logs/node{i}.log`) with short timers (heartbeat 200 ms, TTL 1 s, deadline 1 s, Redis
+/// timeout 200 ms), sixty gateways spread over them and ten tokens never registered, the
+/// harness judging them (every gateway discoverable on every node when returned, `/readyz`
+/// sampled every 100 ms), and the load's seed (`HOSTIE_FAULT_SEED` repeats a run's picks,
+/// not its timing).
+pub(crate) async fn start_fault_cluster(
+    name: &str,
+    count: usize,
+    url: impl Fn(usize) -> String,
+    prefix: &str,
+    logs: &std::path::Path,
+) -> (
+    Vec<NodeProcess>,
+    std::sync::Arc<hostie_testkit::chaos::Harness>,
+    u64,
+) {
+    use hostie_testkit::chaos::{Harness, Target, fastrand};
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let (url, node_id) = (url(i), fault_node_id(prefix, i));
+        let args = [
+            "--redis-url",
+            &url,
+            "--redis-prefix",
+            prefix,
+            "--node-id",
+            &node_id,
+            "--heartbeat-interval",
+            "200ms",
+            "--heartbeat-ttl",
+            "1s",
+            "--rpc-timeout",
+            "1s",
+            "--redis-timeout",
+            "200ms",
+            "--discovery-rate",
+            "0",
+        ];
+        let log = logs.join(format!("node{i}.log"));
+        nodes.push(spawn_process_logging_to(&args, &log).await);
+    }
+    let targets = nodes
+        .iter()
+        .map(|n| Target {
+            http: n.http,
+            admin: n.admin,
+        })
+        .collect();
+    let harness = Harness::new(targets, Duration::from_secs(1));
+    let never: Vec<String> = (0..10).map(|i| token(&format!("never{i}"))).collect();
+    harness.add_never_registered(&never);
+    for g in 0..FAULT_GATEWAYS {
+        harness.open(&token(&format!("g{g}")), g % count).await;
+    }
+    let ready = harness
+        .await_settled(std::time::Instant::now(), Duration::from_secs(10))
+        .await;
+    assert!(
+        ready.is_some(),
+        "{name}: every gateway discoverable on every node before the fault"
+    );
+    harness.start_readyz_probe(Duration::from_millis(100));
+    let seed = std::env::var("HOSTIE_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    (nodes, harness, seed)
+}
+
+/// The discovery load of the fault suites: eight workers, 20 ms apart, 15 % of the asks for
+/// tokens never registered.
+pub(crate) fn fault_load(
+    harness: &std::sync::Arc<hostie_testkit::chaos::Harness>,
+    seed: u64,
+) -> hostie_testkit::chaos::Load {
+    harness.start_load(hostie_testkit::chaos::LoadSpec {
+        workers: 8,
+        pause: Duration::from_millis(20),
+        never_share: 0.15,
+        seed,
+    })
+}
+
+/// The gateways [`start_fault_cluster`] opens.
+pub(crate) const FAULT_GATEWAYS: usize = 60;
+
+/// Node `i`'s id in [`start_fault_cluster`].
+pub(crate) fn fault_node_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}-node{i}")
+}
+
+/// The last warnings and errors of each node's log in `logs` (`node{i}.log`), for a failed
+/// fault scenario's report.
+pub(crate) fn node_warnings(logs: &std::path::Path, count: usize, last: usize) -> String {
+    let mut out = String::new();
+    for i in 0..count {
+        let log = std::fs::read_to_string(logs.join(format!("node{i}.log"))).unwrap_or_default();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+            .collect();
+        out.push_str(&format!(
+            "  node {i}: {} warnings; the last ones:\n",
+            warnings.len()
+        ));
+        for l in warnings.iter().rev().take(last).rev() {
+            out.push_str(&format!(
+                "    {}\n",
+                l.chars().take(300).collect::<String>()
+            ));
+        }
+    }
+    out
+}

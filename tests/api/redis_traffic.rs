@@ -59,24 +59,32 @@ fn commands_between(log: &str, start: &str, end: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn round_trip_budget_registration_discovery_release() {
-    let redis = RedisServer::start();
+/// Two nodes on `url` with long timers (no heartbeat, probe or anti-entropy traffic inside the
+/// measured windows), warmed up: scripts loaded, connections made, a token routed across
+/// (its gateway returned, to keep it open).
+async fn quiet_pair(url: &str) -> (Vec<TestNode>, Gateway) {
     let pfx = prefix();
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        // Long timers: no heartbeat or anti-entropy traffic inside the measured windows.
-        let mut c = cluster_config(&redis, &pfx);
+        let mut c = test_config();
+        c.redis_url = Some(url.to_owned());
+        c.redis_prefix = pfx.clone();
         c.heartbeat_interval = Duration::from_secs(20);
         c.heartbeat_ttl = Duration::from_secs(60);
         nodes.push(spawn_node(c).await);
     }
-    // Warm up: scripts loaded, connections made.
     let warm = token("warm");
-    let _w = Gateway::connect(nodes[0].http, GatewayOptions::new(&warm, 1))
+    let gw = Gateway::connect(nodes[0].http, GatewayOptions::new(&warm, 1))
         .await
         .unwrap();
     assert_eq!(nodes[1].discover(&warm).await.0, 200);
+    (nodes, gw)
+}
+
+#[tokio::test]
+async fn round_trip_budget_registration_discovery_release() {
+    let redis = RedisServer::start();
+    let (nodes, _warm) = quiet_pair(&redis.url()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("monitor.log");
@@ -179,22 +187,7 @@ async fn round_trip_budget_on_a_cluster() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
         .await
         .unwrap();
-    let pfx = prefix();
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let mut c = test_config();
-        c.redis_url = Some(cluster.hostie_url());
-        c.redis_prefix = pfx.clone();
-        // Long timers: no heartbeat, probe or anti-entropy traffic inside the measured windows.
-        c.heartbeat_interval = Duration::from_secs(20);
-        c.heartbeat_ttl = Duration::from_secs(60);
-        nodes.push(spawn_node(c).await);
-    }
-    let warm = token("warm");
-    let _w = Gateway::connect(nodes[0].http, GatewayOptions::new(&warm, 1))
-        .await
-        .unwrap();
-    assert_eq!(nodes[1].discover(&warm).await.0, 200);
+    let (nodes, _warm) = quiet_pair(&cluster.hostie_url()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let primaries = cluster.primaries();

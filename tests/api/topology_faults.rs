@@ -11,7 +11,7 @@
 use crate::helpers::*;
 use hostie::model::NodeId;
 use hostie::redis_common::Keys;
-use hostie_testkit::chaos::{Checker, Harness, Load, LoadSpec, Target, fastrand};
+use hostie_testkit::chaos::{Checker, Harness, Load};
 use hostie_testkit::redis_topology::{RedisCluster, RedisSentinelGroup};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 /// `--rpc-timeout`: the whole discovery deadline.
 const DEADLINE: Duration = Duration::from_secs(1);
 const NODES: usize = 3;
-const GATEWAYS: usize = 60;
 const BASELINE: Duration = Duration::from_secs(2);
 const TAIL: Duration = Duration::from_secs(2);
 /// Routing is whole again within this of the failover's end (a few heartbeats: 200 ms each,
@@ -61,55 +60,8 @@ impl Topo {
         let prefix = prefix();
         let logs = tempfile::tempdir().expect("a log directory");
         let url = store.url();
-        let mut nodes = Vec::new();
-        for i in 0..NODES {
-            let node_id = node_id(&prefix, i);
-            let args = [
-                "--redis-url",
-                &url,
-                "--redis-prefix",
-                &prefix,
-                "--node-id",
-                &node_id,
-                "--heartbeat-interval",
-                "200ms",
-                "--heartbeat-ttl",
-                "1s",
-                "--rpc-timeout",
-                "1s",
-                "--redis-timeout",
-                "200ms",
-                "--discovery-rate",
-                "0",
-            ];
-            let log = logs.path().join(format!("node{i}.log"));
-            nodes.push(spawn_process_logging_to(&args, &log).await);
-        }
-        let targets = nodes
-            .iter()
-            .map(|n| Target {
-                http: n.http,
-                admin: n.admin,
-            })
-            .collect();
-        let harness = Harness::new(targets, DEADLINE);
-        let never: Vec<String> = (0..10).map(|i| token(&format!("never{i}"))).collect();
-        harness.add_never_registered(&never);
-        for g in 0..GATEWAYS {
-            harness.open(&token(&format!("g{g}")), g % NODES).await;
-        }
-        let ready = harness
-            .await_settled(Instant::now(), Duration::from_secs(10))
-            .await;
-        assert!(
-            ready.is_some(),
-            "{name}: every gateway discoverable on every node before the fault"
-        );
-        harness.start_readyz_probe(Duration::from_millis(100));
-        let seed = std::env::var("HOSTIE_FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| fastrand::u64(..));
+        let (nodes, harness, seed) =
+            start_fault_cluster(name, NODES, |_| url.clone(), &prefix, logs.path()).await;
         Self {
             name,
             store,
@@ -122,12 +74,7 @@ impl Topo {
     }
 
     fn load(&self) -> Load {
-        self.harness.start_load(LoadSpec {
-            workers: 8,
-            pause: Duration::from_millis(20),
-            never_share: 0.15,
-            seed: self.seed,
-        })
+        fault_load(&self.harness, self.seed)
     }
 
     fn cluster(&mut self) -> &mut RedisCluster {
@@ -139,7 +86,7 @@ impl Topo {
 
     /// The slot of node `i`'s channel (and session set).
     fn node_slot(&mut self, i: usize) -> u16 {
-        let channel = Keys::new(&self.prefix).node_channel(&NodeId(node_id(&self.prefix, i)));
+        let channel = Keys::new(&self.prefix).node_channel(&NodeId(fault_node_id(&self.prefix, i)));
         self.cluster().keyslot(&channel)
     }
 
@@ -202,21 +149,7 @@ impl Topo {
         let lost = self.harness.unexpected_ends();
         let keep = std::env::var_os("HOSTIE_FAULT_KEEP_LOGS").is_some();
         if !verdict.failures().is_empty() || !lost.is_empty() || keep {
-            for i in 0..NODES {
-                let log = std::fs::read_to_string(self.logs.path().join(format!("node{i}.log")))
-                    .unwrap_or_default();
-                for l in log
-                    .lines()
-                    .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
-                    .rev()
-                    .take(6)
-                {
-                    out.push_str(&format!(
-                        "    node {i}: {}\n",
-                        l.chars().take(300).collect::<String>()
-                    ));
-                }
-            }
+            out.push_str(&node_warnings(self.logs.path(), NODES, 6));
             let kept = self.logs.keep();
             out.push_str(&format!("  node logs kept in {}\n", kept.display()));
         }
@@ -250,10 +183,6 @@ async fn metric(node: &NodeProcess, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-fn node_id(prefix: &str, i: usize) -> String {
-    format!("{prefix}-node{i}")
 }
 
 fn cluster_with_replicas() -> Store {
