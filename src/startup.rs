@@ -12,6 +12,7 @@ use crate::model::NodeId;
 use crate::node::liveness::{self, LivenessSettings};
 use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
+use crate::redis_common::conns::watch_sentinel_events;
 use crate::redis_common::{Keys, RedisConns, RedisTopology};
 use crate::registry::{MemoryRegistry, RedisRegistry, Registry};
 use crate::session::SessionSettings;
@@ -70,6 +71,7 @@ impl Backends {
                     .map_err(|e| anyhow::anyhow!("invalid value for '--redis-url': {e}"))?;
                 tracing::info!(?topology, "Redis topology");
                 let conns = Arc::new(RedisConns::new(topology, op_timeout).context("--redis-url")?);
+                tokio::spawn(watch_sentinel_events(Arc::downgrade(&conns)));
                 let keys = Keys::new(prefix);
                 let registry = RedisRegistry::new(
                     conns.clone(),

@@ -371,6 +371,7 @@ async fn receive_single(
                 };
                 deliver(msg.get_payload_bytes(), bus)?;
             }
+            () = watch.conns.moved_notice() => return Some("the Redis primary changed"),
             _ = probe.tick() => {
                 if watch.moved() {
                     return Some("the Redis primary changed");
@@ -442,6 +443,7 @@ async fn receive_cluster(
                     _ => {}
                 }
             }
+            () = watch.conns.moved_notice() => return Some("the Redis Cluster's topology changed"),
             _ = probe.tick() => {
                 if watch.moved() {
                     return Some("the Redis Cluster's topology changed");

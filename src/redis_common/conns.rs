@@ -140,6 +140,9 @@ pub struct RedisConns {
     run_ids: Mutex<HashMap<String, String>>,
     /// When the last topology change was seen.
     moved_at: Mutex<Option<std::time::Instant>>,
+    /// A change not yet taken by [`Self::take_moved`].
+    unreported: std::sync::atomic::AtomicBool,
+    moved_now: tokio::sync::Notify,
 }
 
 impl RedisConns {
@@ -198,6 +201,8 @@ impl RedisConns {
             max_epoch: AtomicU64::new(0),
             run_ids: Mutex::default(),
             moved_at: Mutex::default(),
+            unreported: Default::default(),
+            moved_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -222,7 +227,20 @@ impl RedisConns {
 
     fn moved(&self) {
         *self.moved_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        self.unreported.store(true, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.moved_now.notify_waiters();
+    }
+
+    /// Completes at the next topology change (one that happens while it is awaited).
+    pub async fn moved_notice(&self) {
+        self.moved_now.notified().await;
+    }
+
+    /// Whether the topology changed since the last call: seen by [`Self::watch_topology`],
+    /// from the heartbeat or from Sentinel's `+switch-master` ([`watch_sentinel_events`]).
+    pub fn take_moved(&self) -> bool {
+        self.unreported.swap(false, Ordering::SeqCst)
     }
 
     /// Whether [`Self::watch_topology`] saw the topology change within `within`: until every
@@ -522,6 +540,70 @@ fn run_ids(all: &Value) -> HashMap<String, String> {
             Some((addr, id.trim().to_owned()))
         })
         .collect()
+}
+
+/// On Sentinel, listens to the sentinels' `+switch-master` notices (one sentinel at a time,
+/// the next one when it fails) and checks the topology at once on a switch of this primary,
+/// instead of at the next heartbeat: the sooner a node leaves a demoted primary, the shorter
+/// the time it reads data that lacks what others wrote to the new one. The heartbeat's check
+/// stays, for a notice that was missed. Ends when `conns` is dropped; does nothing on other
+/// topologies.
+pub async fn watch_sentinel_events(conns: std::sync::Weak<RedisConns>) {
+    use futures_util::StreamExt;
+    let (sentinels, master, op_timeout) = match conns.upgrade() {
+        Some(c) => match c.topology() {
+            RedisTopology::Sentinel {
+                sentinels, master, ..
+            } => (sentinels.clone(), master.clone(), c.op_timeout),
+            _ => return,
+        },
+        None => return,
+    };
+    let mut next = 0;
+    loop {
+        let url = &sentinels[next % sentinels.len()];
+        next += 1;
+        let subscribed = async {
+            let mut pubsub = redis::Client::open(url.as_str())?
+                .get_async_pubsub()
+                .await?;
+            pubsub.subscribe("+switch-master").await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        if let Ok(Ok(pubsub)) = tokio::time::timeout(op_timeout, subscribed).await {
+            let mut notices = pubsub.into_on_message();
+            loop {
+                let notice = tokio::select! {
+                    n = notices.next() => n,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if conns.strong_count() == 0 {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let Some(notice) = notice else {
+                    break;
+                };
+                // "<name> <old ip> <old port> <new ip> <new port>"
+                let text = String::from_utf8_lossy(notice.get_payload_bytes()).into_owned();
+                if text.split(' ').next() != Some(master.as_str()) {
+                    continue;
+                }
+                let Some(conns) = conns.upgrade() else {
+                    return;
+                };
+                tracing::info!(notice = %text, "Sentinel switched the primary");
+                if let Err(e) = conns.watch_topology().await {
+                    tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "cannot check the Redis topology");
+                }
+            }
+        }
+        if conns.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A cluster client whose every wait fits in hostie's Redis deadline: redis-rs' defaults

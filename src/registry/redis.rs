@@ -256,13 +256,14 @@ impl Registry for RedisRegistry {
         });
         // Where the data lives, asked beside the beat: a new primary (or a restarted one) may have
         // lost recent writes (replication is asynchronous) and carries stale heartbeats.
-        let (reply, moved) = tokio::join!(beat, self.conns.watch_topology());
+        let (reply, watched) = tokio::join!(beat, self.conns.watch_topology());
         // Sentinels that do not answer (or Cluster primaries that cannot say who they are) do not make
         // the beat fail: the data path works, and the check runs again next beat.
-        let moved = moved.unwrap_or_else(|e| {
+        if let Err(e) = watched {
             tracing::debug!(error = %ErrorChain(&e), "cannot check the Redis topology");
-            false
-        });
+        }
+        // Seen by this check or, since the last beat, by Sentinel's notice.
+        let moved = self.conns.take_moved();
         if moved {
             self.metrics.redis_topology_changes.inc();
             tracing::warn!(

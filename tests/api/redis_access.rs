@@ -9,15 +9,19 @@ use hostie_testkit::redis_server::RedisServer;
 use hostie_testkit::redis_topology::RedisSentinelGroup;
 use std::time::Duration;
 
-/// A node process on `url`, trusting `ca` for TLS.
+/// A node process on `url`, trusting `ca` for TLS, logging into `ca`'s directory.
 async fn node_on(url: &str, prefix: &str, ca: &TestCert) -> NodeProcess {
     init();
+    let log = ca
+        .dir
+        .path()
+        .join(format!("node-{}.log", uuid::Uuid::new_v4()));
     NodeProcess::command(env!("CARGO_BIN_EXE_hostie"))
         .args(["--log-format", "json", "--workers", "1"])
         .args(["--redis-url", url, "--redis-prefix", prefix])
         .args(["--heartbeat-interval", "200ms", "--heartbeat-ttl", "1s"])
         .env("SSL_CERT_FILE", &ca.cert_path().display().to_string())
-        .capture_logs()
+        .log_to(log)
         .spawn()
         .await
 }
@@ -104,6 +108,23 @@ async fn sentinel_with_a_password_on_the_data_servers() {
             .cli(primary, &["CONFIG", "SET", "requirepass", "pw"])
             .trim(),
         "OK"
+    );
+    // Every sentinel still holds the primary up (its links authenticate now).
+    let healthy = |s: u16| {
+        let master = group.cli(s, &["SENTINEL", "MASTER", group.master_name()]);
+        let mut lines = master.lines();
+        let flags = std::iter::from_fn(|| Some((lines.next()?, lines.next()?)))
+            .find(|(k, _)| *k == "flags")
+            .map(|(_, v)| v.to_owned());
+        flags.as_deref() == Some("master")
+    };
+    let steady = eventually(Duration::from_secs(5), || async {
+        group.sentinel_ports().into_iter().all(healthy)
+    })
+    .await;
+    assert!(
+        steady,
+        "the sentinels hold the password-protected primary up"
     );
     let url = group
         .hostie_url()

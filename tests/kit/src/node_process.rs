@@ -122,10 +122,24 @@ impl NodeCommand {
         };
         let end = tokio::time::Instant::now() + READY_WITHIN;
         while node.readyz_status().await != Some(200) {
-            assert!(
-                tokio::time::Instant::now() < end,
-                "the hostie process did not become ready within {READY_WITHIN:?}"
-            );
+            if tokio::time::Instant::now() >= end {
+                // What /readyz and the log (when it goes to a file) say of why.
+                let readyz = match reqwest::get(format!("http://{}/readyz", node.admin)).await {
+                    Ok(res) => res.text().await.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
+                let log = self
+                    .log_file
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                panic!(
+                    "the hostie process did not become ready within {READY_WITHIN:?}; /readyz: \
+                     {readyz}; the log's last lines:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         node
