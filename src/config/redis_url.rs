@@ -58,6 +58,14 @@ impl RedisTopology {
             "rediss+cluster" => (true, Kind::Cluster),
             other => return Err(format!("unknown scheme '{other}'; {EXPECTED}")),
         };
+        // An `@` after the first `/`, `?` or `#` means a credential holds one of them unencoded:
+        // the URL would split inside it, and an error would print part of it.
+        let end_of_authority = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if rest[end_of_authority..].contains('@') {
+            return Err(format!(
+                "a credential contains '/', '?' or '#': percent-encode it; {EXPECTED}"
+            ));
+        }
         let parts = Parts::split(rest)?;
         let default_port = match kind {
             Kind::Sentinel => SENTINEL_PORT,
@@ -73,8 +81,9 @@ impl RedisTopology {
                 "sentinel_master_name" if kind == Kind::Sentinel => master = Some(value),
                 "db" if kind == Kind::Sentinel => {
                     db = value
-                        .parse()
-                        .map_err(|_| format!("db '{value}' is not a number"))?;
+                        .parse::<u16>()
+                        .map_err(|_| format!("db '{value}' is not a database number"))?
+                        .into();
                 }
                 "sentinel_user" if kind == Kind::Sentinel => sentinel_user = Some(value),
                 "sentinel_password" if kind == Kind::Sentinel => sentinel_password = Some(value),
@@ -106,6 +115,11 @@ impl RedisTopology {
                 let master = master
                     .filter(|m| !m.is_empty())
                     .ok_or_else(|| format!("no primary name; {EXPECTED}"))?;
+                if master.contains('/') {
+                    return Err(format!(
+                        "the path is the primary's name alone (a database is ?db=N); {EXPECTED}"
+                    ));
+                }
                 let auth = userinfo(sentinel_user.as_deref(), sentinel_password.as_deref());
                 let sentinels = addresses
                     .iter()
@@ -247,7 +261,10 @@ fn address(host: &str, default_port: u16) -> Result<String, String> {
         .filter(|(h, _)| !h.is_empty())
         .ok_or_else(|| format!("'{host}' is not host:port; {EXPECTED}"))?;
     let (host, port) = parsed;
-    Ok(format!("{host}:{}", port.unwrap_or(default_port)))
+    match port.unwrap_or(default_port) {
+        0 => Err(format!("'{host}' has port 0; {EXPECTED}")),
+        port => Ok(format!("{host}:{port}")),
+    }
 }
 
 /// `user:pass@` for a URL, percent-encoded; empty without credentials.
@@ -362,11 +379,26 @@ mod tests {
             ("redis+cluster://a:notaport", "is not host:port"),
             ("redis+cluster://a:7000,b/c:1", "no path"),
             ("redis+cluster://a:7000?db=1", "unknown parameter 'db'"),
-            ("redis+sentinel://a/m?db=x", "db 'x' is not a number"),
+            (
+                "redis+sentinel://a/m?db=x",
+                "db 'x' is not a database number",
+            ),
+            (
+                "redis+sentinel://a/m?db=-1",
+                "db '-1' is not a database number",
+            ),
+            (
+                "redis+sentinel://a/m/0",
+                "the path is the primary's name alone",
+            ),
+            ("redis+cluster://a:0", "has port 0"),
+            ("redis+cluster://u:pa/ss@h:7000", "percent-encode it"),
+            ("redis+cluster://u:p?ss@h:7000", "percent-encode it"),
             ("redis+sentinel://a/m?tls=1", "unknown parameter 'tls'"),
         ] {
             let e = RedisTopology::parse(url).expect_err(url);
             assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("ss@"), "{url}: no credential in the error: {e}");
             assert!(!e.contains('\n'), "{url}: one line: {e}");
         }
     }

@@ -51,8 +51,11 @@ async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
             if state.healthy_since.take().is_some() {
                 tracing::warn!(error = %ErrorChain(&e), "heartbeat failed; local sessions stay open");
             }
-            // A heartbeat is a write: other nodes' writes are likely failing too.
+            // A heartbeat is a write: other nodes' writes are likely failing too. The peers'
+            // last judgement is stale: nobody is held dead (registrations would prune the
+            // records of peers that came back meanwhile).
             node.distrust_registry();
+            node.set_dead_peers([]);
             return;
         }
     };

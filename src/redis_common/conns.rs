@@ -300,10 +300,22 @@ impl RedisConns {
         if let Some(slot) = self.slot(i).clone() {
             return Ok(slot.conn);
         }
-        let fresh = self.open().await?;
-        let conn = fresh.conn.clone();
-        *self.slot(i) = Some(fresh);
-        Ok(conn)
+        // A connection opened across a topology change may have reached the old primary
+        // (resolved before the change, stored after the slots were cleared): opened again.
+        for _ in 0..2 {
+            let generation = self.generation();
+            let fresh = self.open().await?;
+            if self.generation() != generation {
+                continue;
+            }
+            let conn = fresh.conn.clone();
+            *self.slot(i) = Some(fresh);
+            return Ok(conn);
+        }
+        Err(CommandError::Open(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "the Redis topology changed while connecting",
+        ))))
     }
 
     /// Runs one command (or pipeline, or script) on a shared connection, bounded by the
@@ -322,7 +334,12 @@ impl RedisConns {
         let result = tokio::time::timeout(self.op_timeout, attempt)
             .await
             .unwrap_or(Err(CommandError::Timeout(self.op_timeout)));
+        // A cluster connection repairs its node connections and slot map itself, and one
+        // unreachable shard must not cost the others: it is dropped only when it is beyond
+        // repair. Reopening it connects to every node of the cluster.
+        let cluster = self.is_cluster();
         let broken = match &result {
+            Err(CommandError::Redis(e)) if cluster => e.is_unrecoverable_error(),
             Err(CommandError::Redis(e)) => {
                 e.is_io_error()
                     || e.is_connection_dropped()
@@ -330,7 +347,7 @@ impl RedisConns {
                     || e.is_unrecoverable_error()
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             }
-            Err(CommandError::Timeout(_)) => true,
+            Err(CommandError::Timeout(_)) => !cluster,
             _ => false,
         };
         if broken {
@@ -465,15 +482,26 @@ impl RedisConns {
             cmd.arg("server");
             conn.route_command(cmd, all).await
         });
-        let (info, all) = tokio::try_join!(info, all)?;
-        let epoch = info
-            .lines()
-            .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
-            .and_then(|e| e.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        let before = self.max_epoch.fetch_max(epoch, Ordering::SeqCst);
-        let failed_over = before != 0 && epoch > before;
-        let run_ids = run_ids(&all);
+        // Each on its own: a primary that does not answer `INFO` leaves the epoch to tell.
+        let (info, all) = tokio::join!(info, all);
+        if let (Err(e), Err(_)) = (&info, &all) {
+            return Err(CommandError::Open(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no cluster node answered",
+                crate::telemetry::ErrorChain(e).to_string(),
+            ))));
+        }
+        // Stored plus one: 0 is "not seen yet".
+        let failed_over = info.ok().and_then(|info| {
+            let epoch = info
+                .lines()
+                .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
+                .and_then(|e| e.trim().parse::<u64>().ok())?;
+            let before = self.max_epoch.fetch_max(epoch + 1, Ordering::SeqCst);
+            Some(before != 0 && epoch + 1 > before)
+        });
+        let failed_over = failed_over.unwrap_or(false);
+        let run_ids = all.map(|all| run_ids(&all)).unwrap_or_default();
         let mut last = self.run_ids.lock().unwrap_or_else(|p| p.into_inner());
         let restarted = run_ids
             .iter()

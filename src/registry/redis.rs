@@ -324,6 +324,21 @@ impl Registry for RedisRegistry {
 }
 
 impl RedisRegistry {
+    /// Whether `node`'s heartbeat entry is still the claim marker of a sweep (score 0).
+    async fn still_claimed(&self, node: &NodeId, op: RedisOp) -> Result<bool, RegistryError> {
+        let key = self.keys.nodes();
+        let score: Option<f64> = self
+            .run(op, |mut conn| async move {
+                redis::cmd("ZSCORE")
+                    .arg(key)
+                    .arg(&node.0)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(score == Some(0.0))
+    }
+
     /// Removes every record of `node`: `force` for its own drain, else only while it is dead.
     /// Returns the records removed, or -1 when the node is alive again.
     async fn remove_node(
@@ -373,22 +388,43 @@ impl RedisRegistry {
                 redis::cmd("SMEMBERS").arg(set).query_async(&mut conn).await
             })
             .await?;
-        let mut by_token: HashMap<&str, Vec<&str>> = HashMap::new();
-        for m in &members {
-            if let Some((hash, session)) = m.split_once(':') {
-                by_token.entry(hash).or_default().push(session);
-            }
-        }
         let prefix = self.keys.token_prefix();
-        let commands = by_token
-            .into_iter()
-            .map(|(hash, sessions)| {
-                let mut hdel = redis::cmd("HDEL");
-                hdel.arg(format!("{prefix}{hash}}}")).arg(sessions);
-                hdel
+        let mut removed = 0;
+        // In chunks, each removed from the set once its records are gone, so that a sweep cut
+        // short resumes where it stopped; and before each chunk after the first, the claim is
+        // checked again: a node that came back meanwhile keeps what is left.
+        for (i, chunk) in members.chunks(REASSERT_CHUNK).enumerate() {
+            if !force && i > 0 && !self.still_claimed(node, op).await? {
+                return Ok(removed);
+            }
+            let mut by_token: HashMap<&str, Vec<&str>> = HashMap::new();
+            for m in chunk {
+                if let Some((hash, session)) = m.split_once(':') {
+                    by_token.entry(hash).or_default().push(session);
+                }
+            }
+            let commands = by_token
+                .into_iter()
+                .map(|(hash, sessions)| {
+                    let mut hdel = redis::cmd("HDEL");
+                    hdel.arg(format!("{prefix}{hash}}}")).arg(sessions);
+                    hdel
+                })
+                .collect();
+            removed += self.counted(op, self.conns.batch(commands).await)?;
+            let (set, chunk) = (set_key.clone(), chunk.to_vec());
+            self.run(op, |mut conn| async move {
+                redis::cmd("SREM")
+                    .arg(set)
+                    .arg(chunk)
+                    .query_async::<()>(&mut conn)
+                    .await
             })
-            .collect();
-        let removed = self.counted(op, self.conns.batch(commands).await)?;
+            .await?;
+        }
+        if !force && !self.still_claimed(node, op).await? {
+            return Ok(removed);
+        }
         self.run(op, |mut conn| async move {
             redis::cmd("DEL")
                 .arg(set_key)
