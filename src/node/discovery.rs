@@ -16,6 +16,7 @@
 //!    ([`Node::distrust_registry`]); then the answer is 503 + `Retry-After`.
 
 use super::Node;
+use crate::bus::TransportError;
 use crate::metrics::Label;
 use crate::model::{
     DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, SessionRecord, order,
@@ -198,6 +199,21 @@ impl Node {
                 // drained). Not an error: with no other candidate the answer is a 404.
                 Err(e) if e.is_gone() => stale = true,
                 Err(e) => {
+                    // Nobody listens on the owner's channel where that alone proves nothing
+                    // (Sentinel, Cluster): the record is gone for sure when its owner is not
+                    // even in the heartbeats, and is removed then (its owner's sweep never will)
+                    // — unless Redis may have lost the heartbeats themselves lately.
+                    if self.registry_trusted()
+                        && let PortError::Transport(t) = &e
+                        && matches!(
+                            t.downcast_ref::<TransportError>(),
+                            Some(TransportError::NoReceiver)
+                        )
+                        && self.registry().drop_orphan(record).await.unwrap_or(false)
+                    {
+                        stale = true;
+                        continue;
+                    }
                     tracing::debug!(owner = %record.node, error = %ErrorChain(&e), "candidate unreachable");
                     last_error = Some(e);
                 }

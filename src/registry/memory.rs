@@ -61,6 +61,11 @@ impl Registry for MemoryRegistry {
         Ok(Admission::Admitted { shared })
     }
 
+    /// In memory a record and its node are one write: never orphaned.
+    async fn drop_orphan(&self, _record: &SessionRecord) -> Result<bool, RegistryError> {
+        Ok(false)
+    }
+
     async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError> {
         let mut tokens = self.lock();
         if let Some(list) = tokens.get_mut(token) {

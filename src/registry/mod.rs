@@ -75,6 +75,12 @@ pub trait Registry: Send + Sync + 'static {
     /// Returns the number of records removed.
     async fn sweep(&self, dead: &NodeId) -> Result<usize, RegistryError>;
 
+    /// Removes `record` if its node has no heartbeat entry at all (not even an expired one):
+    /// a record its owner's sweep cannot find (its owner died between writing the record and
+    /// its node-set member, which a Cluster writes apart). Returns whether it was removed.
+    /// Asked only when the owner's channel reached nobody.
+    async fn drop_orphan(&self, record: &SessionRecord) -> Result<bool, RegistryError>;
+
     /// Writes these records again, whatever the backend lost (restart, flush, failover).
     /// Never checks caps: these sessions are already live.
     async fn reassert(&self, records: &[SessionRecord]) -> Result<(), RegistryError>;

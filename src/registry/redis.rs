@@ -223,6 +223,38 @@ impl Registry for RedisRegistry {
         Ok(Lookup { records, complete })
     }
 
+    /// `ZSCORE` of the owner; when it has no entry, `HDEL` of the record (fenced by session
+    /// id) and `SREM` of its member, together.
+    async fn drop_orphan(&self, record: &SessionRecord) -> Result<bool, RegistryError> {
+        let key = self.keys.nodes();
+        let owner = record.node.0.clone();
+        let score: Option<f64> = self
+            .run(RedisOp::Lookup, |mut conn| async move {
+                redis::cmd("ZSCORE")
+                    .arg(key)
+                    .arg(owner)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if score.is_some() {
+            return Ok(false);
+        }
+        let mut hdel = redis::cmd("HDEL");
+        hdel.arg(self.keys.token(&record.token))
+            .arg(record.session.to_string());
+        let mut srem = redis::cmd("SREM");
+        srem.arg(self.keys.node_sessions(&record.node))
+            .arg(Keys::member(&record.token, record.session));
+        let result = self.conns.pair::<i64, i64>(hdel, srem).await;
+        let (removed, _) = self.counted(RedisOp::Sweep, result)?;
+        if removed > 0 {
+            self.metrics.swept_records.inc();
+            tracing::info!(owner = %record.node, "removed a record whose node is gone from the heartbeats");
+        }
+        Ok(true)
+    }
+
     async fn release_node(&self, node: &NodeId) -> Result<(), RegistryError> {
         self.remove_node(node, true, RedisOp::Drain).await.map(drop)
     }

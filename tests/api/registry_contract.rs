@@ -323,3 +323,29 @@ async fn readiness_fails_while_redis_answers_reads_but_refuses_writes() {
         registry.check().await.unwrap();
     }
 }
+
+/// A record whose node is not in the heartbeats at all (its owner died between writing it
+/// and its set member) is removed on request; one of a node with a heartbeat entry is not.
+async fn orphans_on(redis: Store) {
+    let live = redis_registry(&redis, "live", Duration::from_secs(60));
+    let token = TokenHash([7; 32]);
+    let (ghost, alive) = (NodeId("ghost".into()), NodeId("live".into()));
+    live.heartbeat(&alive).await.unwrap();
+    let orphan = record(token, &ghost, 1);
+    let kept = record(token, &alive, 2);
+    live.register(&orphan, CAP, &[]).await.unwrap();
+    live.register(&kept, CAP, &[]).await.unwrap();
+    assert!(!live.drop_orphan(&kept).await.unwrap(), "its node beats");
+    assert!(
+        live.drop_orphan(&orphan).await.unwrap(),
+        "its node is unknown"
+    );
+    assert_eq!(live.candidates(&token).await.unwrap().records, vec![kept]);
+}
+
+#[tokio::test]
+async fn records_of_nodes_gone_from_the_heartbeats_are_dropped_on_request() {
+    init();
+    orphans_on(Store::One(RedisServer::start())).await;
+    orphans_on(Store::Cluster(RedisCluster::start(3, 0))).await;
+}

@@ -485,3 +485,39 @@ async fn sentinel_switch_is_heard_before_the_next_heartbeat() {
         switched.elapsed().as_secs_f64()
     );
 }
+
+/// A record whose owner is in no heartbeat (it died between writing the record and its set
+/// member, which a Cluster writes apart) is not asked forever: the first discovery that finds
+/// nobody on the owner's channel removes it and answers 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_orphan_record_is_removed_by_the_first_discovery() {
+    let cluster = blocking(|| RedisCluster::start(3, 0));
+    let pfx = prefix();
+    let mut config = test_config();
+    config.redis_url = Some(cluster.hostie_url());
+    config.redis_prefix = pfx.clone();
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.heartbeat_ttl = Duration::from_secs(1);
+    let node = spawn_node(config).await;
+    // Trusted: the node's first beats are behind it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = token("orphan");
+    let hash = hostie::protocol::Token::new(t.clone()).unwrap().hash();
+    let session = uuid::Uuid::new_v4();
+    let orphan = serde_json::json!({
+        "session": session,
+        "node": "ghost",
+        "token": hash.to_hex(),
+        "registered_at_us": 1,
+        "host": "127.0.0.1",
+        "port_hint": 1,
+        "peer": "Ask",
+    });
+    let key = Keys::new(&pfx).token(&hash);
+    let set = cluster.cli_any(&["HSET", &key, &session.to_string(), &orphan.to_string()]);
+    assert_eq!(set.trim(), "1", "{set}");
+    let (status, _, took) = discover_at(node.http, &t).await;
+    assert_eq!(status, 404, "the orphan is gone for sure");
+    assert!(took < Duration::from_millis(1000));
+    assert_eq!(cluster.cli_any(&["HLEN", &key]).trim(), "0", "and removed");
+}
