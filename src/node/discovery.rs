@@ -196,7 +196,15 @@ impl Node {
                     fallback.get_or_insert((record, answer));
                 }
                 // Gone for sure: the session closed, or its node has no subscriber (dead or
-                // drained). Not an error: with no other candidate the answer is a 404.
+                // drained). Not an error: with no other candidate the answer is a 404. A node
+                // off the bus that is in no heartbeat either left this record behind (it died
+                // between writing it and its set member): removed, as no sweep will.
+                Err(PortError::NodeGone(_)) => {
+                    stale = true;
+                    if self.registry_trusted() {
+                        let _ = self.registry().drop_orphan(record).await;
+                    }
+                }
                 Err(e) if e.is_gone() => stale = true,
                 Err(e) => {
                     // Nobody listens on the owner's channel where that alone proves nothing

@@ -12,6 +12,7 @@ use crate::helpers::*;
 use hostie::model::NodeId;
 use hostie::redis_common::Keys;
 use hostie_testkit::chaos::{Checker, Harness, Load};
+use hostie_testkit::redis_server::RedisServer;
 use hostie_testkit::redis_topology::{RedisCluster, RedisSentinelGroup};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -487,14 +488,20 @@ async fn sentinel_switch_is_heard_before_the_next_heartbeat() {
 }
 
 /// A record whose owner is in no heartbeat (it died between writing the record and its set
-/// member, which a Cluster writes apart) is not asked forever: the first discovery that finds
-/// nobody on the owner's channel removes it and answers 404.
+/// member) is not asked for ever: the first discovery that finds nobody on the owner's channel
+/// removes it and answers 404 — on a Cluster (where the two go to two shards) and on one Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_orphan_record_is_removed_by_the_first_discovery() {
+async fn orphan_records_are_removed_by_the_first_discovery() {
     let cluster = blocking(|| RedisCluster::start(3, 0));
+    orphan_removed_on(&cluster.hostie_url(), |args| cluster.cli_any(args)).await;
+    let redis = blocking(RedisServer::start);
+    orphan_removed_on(&redis.url(), |args| redis.cli(args)).await;
+}
+
+async fn orphan_removed_on(url: &str, cli: impl Fn(&[&str]) -> String) {
     let pfx = prefix();
     let mut config = test_config();
-    config.redis_url = Some(cluster.hostie_url());
+    config.redis_url = Some(url.to_owned());
     config.redis_prefix = pfx.clone();
     config.heartbeat_interval = Duration::from_millis(200);
     config.heartbeat_ttl = Duration::from_secs(1);
@@ -514,10 +521,11 @@ async fn cluster_orphan_record_is_removed_by_the_first_discovery() {
         "peer": "Ask",
     });
     let key = Keys::new(&pfx).token(&hash);
-    let set = cluster.cli_any(&["HSET", &key, &session.to_string(), &orphan.to_string()]);
+    let set = blocking(|| cli(&["HSET", &key, &session.to_string(), &orphan.to_string()]));
     assert_eq!(set.trim(), "1", "{set}");
     let (status, _, took) = discover_at(node.http, &t).await;
-    assert_eq!(status, 404, "the orphan is gone for sure");
+    assert_eq!((status, url), (404, url), "the orphan is gone for sure");
     assert!(took < Duration::from_millis(1000));
-    assert_eq!(cluster.cli_any(&["HLEN", &key]).trim(), "0", "and removed");
+    let left = blocking(|| cli(&["HLEN", &key]));
+    assert_eq!((left.trim(), url), ("0", url), "and removed");
 }
