@@ -16,7 +16,7 @@ use crate::protocol::TokenHash;
 use crate::redis_common::{Conn, Keys, RedisConns, RedisTopology};
 use crate::telemetry::ErrorChain;
 use async_trait::async_trait;
-use redis::Script;
+use redis::{Cmd, Script};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -145,11 +145,7 @@ impl Registry for RedisRegistry {
     }
 
     async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError> {
-        let mut hdel = redis::cmd("HDEL");
-        hdel.arg(self.keys.token(token)).arg(session.to_string());
-        let mut srem = redis::cmd("SREM");
-        srem.arg(self.keys.node_sessions(&self.node))
-            .arg(Keys::member(token, session));
+        let (hdel, srem) = self.removal(token, session, &self.node);
         let result = self.conns.pair::<(), ()>(hdel, srem).await;
         self.counted(RedisOp::Release, result).map(drop)
     }
@@ -164,8 +160,11 @@ impl Registry for RedisRegistry {
     async fn candidates(&self, token: &TokenHash) -> Result<Lookup, RegistryError> {
         let mut hvals = redis::cmd("HVALS");
         hvals.arg(self.keys.token(token));
-        let mut zscore = redis::cmd("ZSCORE");
-        zscore.arg(self.keys.nodes()).arg(&self.node.0);
+        let own_score = || {
+            let mut zscore = redis::cmd("ZSCORE");
+            zscore.arg(self.keys.nodes()).arg(&self.node.0);
+            zscore
+        };
         let (raw, complete) = match self.conns.topology() {
             RedisTopology::Cluster { .. } => {
                 let result = self
@@ -178,7 +177,7 @@ impl Registry for RedisRegistry {
             RedisTopology::Standalone { .. } => {
                 let result = self
                     .conns
-                    .pair::<Vec<String>, Option<f64>>(hvals, zscore)
+                    .pair::<Vec<String>, Option<f64>>(hvals, own_score())
                     .await;
                 let (raw, own) = self.counted(RedisOp::Lookup, result)?;
                 (raw, own.is_some())
@@ -187,6 +186,7 @@ impl Registry for RedisRegistry {
             // the new primary's data, without what it took itself before; a connection that
             // still reads from it is dropped (READONLY) and the lookup fails (503).
             RedisTopology::Sentinel { .. } => {
+                let zscore = own_score();
                 let (raw, own) = self
                     .run(RedisOp::Lookup, |mut conn| async move {
                         let (raw, own, role): (Vec<String>, Option<f64>, Vec<redis::Value>) =
@@ -226,26 +226,14 @@ impl Registry for RedisRegistry {
     /// `ZSCORE` of the owner; when it has no entry, `HDEL` of the record (fenced by session
     /// id) and `SREM` of its member, together.
     async fn drop_orphan(&self, record: &SessionRecord) -> Result<bool, RegistryError> {
-        let key = self.keys.nodes();
-        let owner = record.node.0.clone();
-        let score: Option<f64> = self
-            .run(RedisOp::Lookup, |mut conn| async move {
-                redis::cmd("ZSCORE")
-                    .arg(key)
-                    .arg(owner)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        if score.is_some() {
+        if self
+            .heartbeat_score(&record.node, RedisOp::Lookup)
+            .await?
+            .is_some()
+        {
             return Ok(false);
         }
-        let mut hdel = redis::cmd("HDEL");
-        hdel.arg(self.keys.token(&record.token))
-            .arg(record.session.to_string());
-        let mut srem = redis::cmd("SREM");
-        srem.arg(self.keys.node_sessions(&record.node))
-            .arg(Keys::member(&record.token, record.session));
+        let (hdel, srem) = self.removal(&record.token, record.session, &record.node);
         let result = self.conns.pair::<i64, i64>(hdel, srem).await;
         let (removed, _) = self.counted(RedisOp::Sweep, result)?;
         if removed > 0 {
@@ -358,17 +346,36 @@ impl Registry for RedisRegistry {
 impl RedisRegistry {
     /// Whether `node`'s heartbeat entry is still the claim marker of a sweep (score 0).
     async fn still_claimed(&self, node: &NodeId, op: RedisOp) -> Result<bool, RegistryError> {
+        Ok(self.heartbeat_score(node, op).await? == Some(0.0))
+    }
+
+    /// `node`'s entry in the heartbeats: alive-until in ms, 0 for a sweep's claim, `None`
+    /// when it has none.
+    async fn heartbeat_score(
+        &self,
+        node: &NodeId,
+        op: RedisOp,
+    ) -> Result<Option<f64>, RegistryError> {
         let key = self.keys.nodes();
-        let score: Option<f64> = self
-            .run(op, |mut conn| async move {
-                redis::cmd("ZSCORE")
-                    .arg(key)
-                    .arg(&node.0)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(score == Some(0.0))
+        self.run(op, |mut conn| async move {
+            redis::cmd("ZSCORE")
+                .arg(key)
+                .arg(&node.0)
+                .query_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    /// The two deletes of one session's record: its field in the token's hash and its member
+    /// in `node`'s set (two slots on a Cluster).
+    fn removal(&self, token: &TokenHash, session: SessionId, node: &NodeId) -> (Cmd, Cmd) {
+        let mut hdel = redis::cmd("HDEL");
+        hdel.arg(self.keys.token(token)).arg(session.to_string());
+        let mut srem = redis::cmd("SREM");
+        srem.arg(self.keys.node_sessions(node))
+            .arg(Keys::member(token, session));
+        (hdel, srem)
     }
 
     /// Removes every record of `node`: `force` for its own drain, else only while it is dead.
