@@ -62,6 +62,12 @@ pub struct Config {
           default_value = "3s", value_parser = duration)]
     pub discovery_deadline: Duration,
 
+    /// How long a session's answered gRPC port is answered again without asking its gateway
+    /// (0 = ask every time; concurrent discoveries share one request anyway). Bounds what a hot
+    /// token costs its gateway: at most one request per this long.
+    #[arg(long, env = "HOSTIE_PORT_REUSE", default_value = "100ms", value_parser = duration_or_zero)]
+    pub port_reuse: Duration,
+
     /// Port answered when a session cannot say its own.
     #[arg(long, env = "HOSTIE_FALLBACK_PORT", default_value_t = 8788,
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -161,6 +161,7 @@ impl Application {
             session: SessionSettings {
                 idle_timeout: config.idle_timeout,
                 rpc_timeout: config.discovery_deadline,
+                port_reuse: config.port_reuse,
                 max_json_depth: config.max_json_depth as usize,
             },
         });

@@ -33,6 +33,8 @@ pub struct SessionSettings {
     /// How long one `getHostieGrpcPort` request to the client stays joinable and awaited
     /// (set to the discovery deadline: no discovery waits longer for it).
     pub rpc_timeout: Duration,
+    /// How long an answered port is answered again without asking ([`RpcTable`]).
+    pub port_reuse: Duration,
     pub max_json_depth: usize,
 }
 
@@ -56,7 +58,7 @@ impl Session {
             settings,
             record,
             ws,
-            rpc: RpcTable::new(settings.rpc_timeout),
+            rpc: RpcTable::new(settings.rpc_timeout, settings.port_reuse),
         }
     }
 

@@ -174,3 +174,55 @@ async fn a_port_request_right_after_a_pong_is_not_held_back() {
         "discoveries right after a ping: {took:?}"
     );
 }
+
+/// A hot token: discoveries within `--port-reuse` of an answered port are answered without a
+/// new request to the gateway, so its request rate is bounded by the window, not by the
+/// discovery rate; after the window the gateway is asked again; with the window at zero every
+/// discovery asks.
+#[tokio::test]
+async fn a_hot_token_costs_its_gateway_one_request_per_reuse_window() {
+    let reuse = Duration::from_secs(2);
+    let mut config = test_config();
+    config.port_reuse = reuse;
+    let node = spawn_node(config).await;
+    let t = token("hot");
+    let gw = Gateway::connect(node.http, GatewayOptions::new(&t, 4100))
+        .await
+        .unwrap();
+    let first = node.discover(&t).await;
+    let answered = Instant::now();
+    assert_eq!((first.0, first.1["port"].as_u64()), (200, Some(4100)));
+    assert_eq!(gw.request_count(), 1);
+    let burst = futures_util::future::join_all((0..50).map(|_| node.discover(&t))).await;
+    assert!(
+        answered.elapsed() < reuse,
+        "the burst took {:?}, longer than the window: the machine is too slow for this test",
+        answered.elapsed()
+    );
+    for (status, body) in &burst {
+        assert_eq!((*status, body["port"].as_u64()), (200, Some(4100)));
+    }
+    assert_eq!(
+        gw.request_count(),
+        1,
+        "50 discoveries within the window: no new request"
+    );
+    tokio::time::sleep(reuse.saturating_sub(answered.elapsed()) + Duration::from_millis(50)).await;
+    assert_eq!(node.discover(&t).await.0, 200);
+    assert_eq!(
+        gw.request_count(),
+        2,
+        "after the window the gateway is asked again"
+    );
+
+    let mut config = test_config();
+    config.port_reuse = Duration::ZERO;
+    let node = spawn_node(config).await;
+    let gw = Gateway::connect(node.http, GatewayOptions::new(&t, 4200))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(node.discover(&t).await.1["port"], 4200);
+    }
+    assert_eq!(gw.request_count(), 5, "no reuse: every discovery asks");
+}
