@@ -90,6 +90,8 @@ pub(crate) struct LoadResult {
     pub(crate) other: u64,
     /// Answers slower than `slow` (e.g. a discovery deadline).
     pub(crate) slow: u64,
+    /// The `other` answers by status.
+    pub(crate) others: std::collections::BTreeMap<u16, u64>,
 }
 
 impl LoadResult {
@@ -128,6 +130,7 @@ pub(crate) async fn run(spec: LoadSpec) -> LoadResult {
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let (mut ok, mut not_found, mut other, mut slowc) = (0u64, 0u64, 0u64, 0u64);
+            let mut others = std::collections::BTreeMap::<u16, u64>::new();
             let mut conn = Conn::open(addr).await.expect("load generator connects");
             let mut i = c;
             let mut sent = 0usize;
@@ -145,35 +148,93 @@ pub(crate) async fn run(spec: LoadSpec) -> LoadResult {
                 match status {
                     200 => ok += 1,
                     404 => not_found += 1,
-                    _ => other += 1,
+                    s => {
+                        other += 1;
+                        *others.entry(s).or_default() += 1;
+                    }
                 }
                 if took >= slow {
                     slowc += 1;
                 }
                 sent += 1;
             }
-            (hist, ok, not_found, other, slowc)
+            let mut r = LoadResult::empty();
+            r.hist = hist;
+            (r.ok, r.not_found, r.other, r.slow, r.others) = (ok, not_found, other, slowc, others);
+            r
         }));
     }
-    let mut total = LoadResult {
-        hist: histogram(),
-        requests: 0,
-        elapsed: Duration::ZERO,
-        ok: 0,
-        not_found: 0,
-        other: 0,
-        slow: 0,
-    };
+    let mut total = LoadResult::empty();
     for t in tasks {
-        let (hist, ok, nf, other, slow) = t.await.expect("load task completes");
-        total.hist.add(&hist).expect("histograms share bounds");
-        total.ok += ok;
-        total.not_found += nf;
-        total.other += other;
-        total.slow += slow;
+        total.merge(&t.await.expect("load task completes"));
     }
     total.elapsed = started.elapsed();
     total.requests = total.ok + total.not_found + total.other;
+    total
+}
+
+impl LoadResult {
+    /// Adds another run's answers (runs side by side: the longer elapsed time is kept).
+    pub(crate) fn merge(&mut self, other: &LoadResult) {
+        self.hist.add(&other.hist).expect("histograms share bounds");
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.not_found += other.not_found;
+        self.other += other.other;
+        self.slow += other.slow;
+        for (status, n) in &other.others {
+            *self.others.entry(*status).or_default() += n;
+        }
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
+    pub(crate) fn empty() -> Self {
+        Self {
+            hist: histogram(),
+            requests: 0,
+            elapsed: Duration::ZERO,
+            ok: 0,
+            not_found: 0,
+            other: 0,
+            slow: 0,
+            others: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// "503 ×12, 502 ×3" (empty when every answer was a 200 or a 404).
+    pub(crate) fn others_summary(&self) -> String {
+        self.others
+            .iter()
+            .map(|(s, n)| format!("{s} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// [`run`] against several servers at once, each with its own paths: `concurrency`
+/// connections dealt out over `targets` as evenly as they go (at least one each).
+pub(crate) async fn run_spread(
+    targets: &[(SocketAddr, Arc<Vec<String>>)],
+    concurrency: usize,
+    duration: Duration,
+    slow: Duration,
+) -> LoadResult {
+    let n = targets.len().max(1);
+    let runs = targets.iter().enumerate().map(|(i, (addr, paths))| {
+        let share = (concurrency / n + usize::from(i < concurrency % n)).max(1);
+        run(LoadSpec {
+            addr: *addr,
+            concurrency: share,
+            duration,
+            paths: paths.clone(),
+            slow,
+            max_per_conn: None,
+        })
+    });
+    let mut total = LoadResult::empty();
+    for r in futures_util::future::join_all(runs).await {
+        total.merge(&r);
+    }
     total
 }
 
@@ -183,6 +244,20 @@ pub(crate) async fn sweep(
     paths: Arc<Vec<String>>,
     concurrency: usize,
 ) -> Vec<bool> {
+    sweep_statuses(addr, paths, concurrency)
+        .await
+        .into_iter()
+        .map(|s| s == 200)
+        .collect()
+}
+
+/// Asks each path once over `concurrency` keep-alive connections; each answer's status (0: no
+/// answer, the connection failed).
+pub(crate) async fn sweep_statuses(
+    addr: SocketAddr,
+    paths: Arc<Vec<String>>,
+    concurrency: usize,
+) -> Vec<u16> {
     let mut tasks = Vec::new();
     for c in 0..concurrency.min(paths.len().max(1)) {
         let paths = paths.clone();
@@ -195,15 +270,15 @@ pub(crate) async fn sweep(
                 let Ok(status) = conn.get(&paths[i]).await else {
                     break;
                 };
-                found.push((i, status == 200));
+                found.push((i, status));
             }
             found
         }));
     }
-    let mut result = vec![false; paths.len()];
+    let mut result = vec![0; paths.len()];
     for t in tasks {
-        for (i, ok) in t.await.expect("sweep task completes") {
-            result[i] = ok;
+        for (i, status) in t.await.expect("sweep task completes") {
+            result[i] = status;
         }
     }
     result

@@ -10,9 +10,11 @@
 //! (`tests/kit`, crate `hostie_testkit`).
 
 mod floor;
+mod lb;
 mod load;
 mod procs;
 mod report;
+mod scaling;
 mod scenarios;
 mod topology;
 
@@ -27,6 +29,13 @@ pub(crate) struct Args {
     /// A few seconds with small counts (run by the test command so the bench cannot rot).
     #[arg(long)]
     pub(crate) smoke: bool,
+    /// The scaling run instead (issue 14): 1, 2, 4, 8 node processes with the same sessions
+    /// each, Redis cost per unit of work, hot tokens, storms, and the capacity model.
+    #[arg(long)]
+    pub(crate) scaling: bool,
+    /// Sessions per node in the scaling run.
+    #[arg(long, default_value_t = 19_000)]
+    pub(crate) sessions_per_node: usize,
     /// Registered tokens for the discovery scenarios.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) tokens: usize,
@@ -46,7 +55,7 @@ pub(crate) struct Args {
     #[arg(long, hide = true)]
     pub(crate) bench: bool,
 
-    // Worker mode (internal): hold gateways and report "connected reconnects" lines.
+    // Worker mode (internal): hold gateways and report "connected reconnects rpcs" lines.
     #[arg(long, hide = true)]
     pub(crate) gateway_worker: bool,
     #[arg(long, hide = true, value_delimiter = ',')]
@@ -86,6 +95,10 @@ fn main() {
         args.idle_sessions = args.idle_sessions.min(1000);
         args.seconds = args.seconds.min(1);
         args.idle_cpu_seconds = args.idle_cpu_seconds.min(2);
+        args.sessions_per_node = args.sessions_per_node.min(300);
+    }
+    if args.scaling {
+        return scaling_main(&args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -115,6 +128,31 @@ fn main() {
         std::process::exit(1);
     }
     println!("bench: every scenario ran and every answer was right");
+}
+
+/// The scaling run: its tables printed and written next to the report, failing on a wrong
+/// answer like the main run.
+fn scaling_main(args: &Args) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (text, wrong) = runtime.block_on(scaling::run(args));
+    println!("\n{text}");
+    let path = std::path::Path::new(&args.report).with_file_name("bench-scaling.md");
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, &text).expect("the scaling report is written");
+    println!("report written to {}", path.display());
+    if !wrong.is_empty() {
+        for w in &wrong {
+            eprintln!("bench: wrong answers: {w}");
+        }
+        std::process::exit(1);
+    }
+    println!("bench: every scaling scenario ran and every answer was right");
 }
 
 /// Resolves when stdin closes: the bench dropped its end, so a child process ends.
@@ -179,14 +217,15 @@ fn worker(args: Args) {
             stop.clone(),
         );
         let mut eof = stdin_closed();
-        let mut last = (usize::MAX, usize::MAX);
+        let mut last = (usize::MAX, usize::MAX, usize::MAX);
         loop {
             let now = (
                 fleet.connected.load(std::sync::atomic::Ordering::Relaxed),
                 fleet.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+                fleet.rpcs.load(std::sync::atomic::Ordering::Relaxed),
             );
             if now != last {
-                println!("{} {}", now.0, now.1);
+                println!("{} {} {}", now.0, now.1, now.2);
                 last = now;
             }
             tokio::select! {

@@ -17,8 +17,12 @@ use std::time::{Duration, Instant};
 pub(crate) fn release_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        // Its own target directory: built into `target/release` beside the bench (whose
+        // dependencies have the dev-dependencies' features), each build would undo the other's
+        // and every `cargo bench` would compile the dependencies twice.
         let built = escargot::CargoBuild::new()
             .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .target_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-node"))
             .bin("hostie")
             .release()
             .arg("--locked")
@@ -42,7 +46,22 @@ impl std::ops::Deref for Hostie {
 impl Hostie {
     /// A node of the cluster on `redis_url` under `prefix`, ready when returned.
     pub(crate) async fn spawn(redis_url: &str, prefix: &str, name: &str) -> Self {
-        let node = NodeProcess::command(release_binary())
+        Self::spawn_with(redis_url, prefix, name, &[], None).await
+    }
+
+    /// [`Hostie::spawn`] with more flags, on fixed loopback ports (public, admin) when given.
+    pub(crate) async fn spawn_with(
+        redis_url: &str,
+        prefix: &str,
+        name: &str,
+        extra: &[&str],
+        ports: Option<(u16, u16)>,
+    ) -> Self {
+        let mut command = NodeProcess::command(release_binary());
+        if let Some((http, admin)) = ports {
+            command = command.ports(http, admin);
+        }
+        let node = command
             .args(["--redis-url", redis_url, "--redis-prefix", prefix])
             .args([
                 "--node-id",
@@ -56,6 +75,7 @@ impl Hostie {
                 "0",
             ])
             .args(["--log-format", "json"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .spawn()
             .await;
@@ -73,6 +93,12 @@ impl Hostie {
 
     pub(crate) fn kill9(&mut self) {
         self.0.kill9();
+    }
+
+    /// SIGTERM (drain), then waits for the exit; whether it exited within `within`.
+    pub(crate) async fn drain(&mut self, within: Duration) -> bool {
+        self.0.signal(hostie_testkit::node_process::Signal::Term);
+        self.0.exited_within(within).await.is_some()
     }
 }
 
@@ -166,6 +192,8 @@ pub(crate) struct Worker {
     child: Child,
     pub(crate) connected: Arc<AtomicUsize>,
     pub(crate) reconnects: Arc<AtomicUsize>,
+    /// `getHostieGrpcPort` requests its gateways answered.
+    pub(crate) rpcs: Arc<AtomicUsize>,
 }
 
 pub(crate) struct WorkerArgs<'a> {
@@ -210,14 +238,16 @@ impl Worker {
             .expect("a gateway worker starts");
         let connected = Arc::new(AtomicUsize::new(0));
         let reconnects = Arc::new(AtomicUsize::new(0));
+        let rpcs = Arc::new(AtomicUsize::new(0));
         let stdout = child.stdout.take().expect("piped stdout");
-        let (c, r) = (connected.clone(), reconnects.clone());
+        let (c, r, q) = (connected.clone(), reconnects.clone(), rpcs.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let mut parts = line.split_whitespace();
-                if let (Some(n), Some(m)) = (parts.next(), parts.next()) {
+                if let (Some(n), Some(m), Some(k)) = (parts.next(), parts.next(), parts.next()) {
                     c.store(n.parse().unwrap_or(0), Ordering::SeqCst);
                     r.store(m.parse().unwrap_or(0), Ordering::SeqCst);
+                    q.store(k.parse().unwrap_or(0), Ordering::SeqCst);
                 }
             }
         });
@@ -225,6 +255,7 @@ impl Worker {
             child,
             connected,
             reconnects,
+            rpcs,
         }
     }
 
@@ -234,6 +265,14 @@ impl Worker {
 
     pub(crate) fn connected(&self) -> usize {
         self.connected.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn rpcs(&self) -> usize {
+        self.rpcs.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn reconnects(&self) -> usize {
+        self.reconnects.load(Ordering::SeqCst)
     }
 }
 

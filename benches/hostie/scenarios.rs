@@ -10,9 +10,9 @@ use hostie_testkit::fleet::token;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const PING: Duration = Duration::from_secs(10);
+pub(crate) const PING: Duration = Duration::from_secs(10);
 /// hostie's default discovery deadline: an answer this slow counts as a timeout.
-const DEADLINE: Duration = Duration::from_secs(3);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(3);
 /// Sessions per gateway worker process (fd limit: ≈19.9k sockets per process).
 const PER_WORKER: usize = 9_500;
 
@@ -42,7 +42,7 @@ async fn http(
 }
 
 /// Redis `PING` round trips on one connection for `secs`.
-async fn redis_floor(url: &str, secs: u64) -> Histogram<u64> {
+pub(crate) async fn redis_floor(url: &str, secs: u64) -> Histogram<u64> {
     let client = redis::Client::open(url).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -62,7 +62,7 @@ async fn redis_floor(url: &str, secs: u64) -> Histogram<u64> {
 }
 
 /// Spawns workers holding `count` gateways named `prefix_0..count` on `addrs`.
-fn fleet(
+pub(crate) fn fleet(
     addrs: &[std::net::SocketAddr],
     reconnect_to: &[std::net::SocketAddr],
     prefix: &str,
@@ -83,7 +83,7 @@ fn fleet(
         .collect()
 }
 
-fn connected(workers: &[Worker], total: usize, limit: Duration) -> Option<Duration> {
+pub(crate) fn connected(workers: &[Worker], total: usize, limit: Duration) -> Option<Duration> {
     let refs: Vec<&Worker> = workers.iter().collect();
     procs::wait_connected(&refs, total, limit)
 }

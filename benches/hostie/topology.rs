@@ -127,28 +127,44 @@ impl Topology {
     }
 }
 
-/// `INFO cpu` of the server on `port`: `used_cpu_sys + used_cpu_user`, seconds (every thread
-/// of the server, as `getrusage` counts them).
-async fn redis_cpu_seconds(port: u16) -> f64 {
+/// `INFO <sections>` of the server on `port`, as `field → value` (`cmdstat_get` →
+/// `calls=…,usec=…`).
+pub(crate) async fn redis_info(
+    port: u16,
+    sections: &[&str],
+) -> std::collections::HashMap<String, String> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
-        .expect("redis connects for INFO cpu");
+        .expect("redis connects for INFO");
     let info: String = redis::cmd("INFO")
-        .arg("cpu")
+        .arg(sections)
         .query_async(&mut conn)
         .await
-        .expect("INFO cpu");
+        .expect("INFO");
     info.lines()
         .filter_map(|l| l.trim().split_once(':'))
-        .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
-        .map(|(_, v)| v.parse::<f64>().expect("INFO cpu: seconds"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// `INFO cpu` of the server on `port`: `used_cpu_sys + used_cpu_user`, seconds (every thread
+/// of the server, as `getrusage` counts them).
+pub(crate) async fn redis_cpu_seconds(port: u16) -> f64 {
+    let info = redis_info(port, &["cpu"]).await;
+    ["used_cpu_sys", "used_cpu_user"]
+        .iter()
+        .map(|k| {
+            info.get(*k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .expect("INFO cpu: seconds")
+        })
         .sum()
 }
 
 /// `/proc/stat`'s first line: busy, softirq and all clock ticks of the whole machine.
-fn machine_ticks() -> MachineTicks {
+pub(crate) fn machine_ticks() -> MachineTicks {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = stat
         .lines()
@@ -169,10 +185,10 @@ fn machine_ticks() -> MachineTicks {
 }
 
 #[derive(Clone, Copy)]
-struct MachineTicks {
-    busy: u64,
-    softirq: u64,
-    all: u64,
+pub(crate) struct MachineTicks {
+    pub(crate) busy: u64,
+    pub(crate) softirq: u64,
+    pub(crate) all: u64,
 }
 
 /// A process whose CPU the window reads from `/proc/<pid>/stat`.

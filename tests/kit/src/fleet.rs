@@ -34,6 +34,8 @@ pub struct Fleet {
     pub connected: Arc<AtomicUsize>,
     /// Sessions that were closed by the server and registered again.
     pub reconnects: Arc<AtomicUsize>,
+    /// `getHostieGrpcPort` requests answered (what single-flight and caching must bound).
+    pub rpcs: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +72,12 @@ async fn connect(addr: SocketAddr, hello: &Hello) -> Result<WebSocketStream<TcpS
 }
 
 /// Serves one registered session until the server closes it.
-async fn serve(mut ws: WebSocketStream<TcpStream>, port: u16, tick: &mut tokio::time::Interval) {
+async fn serve(
+    mut ws: WebSocketStream<TcpStream>,
+    port: u16,
+    tick: &mut tokio::time::Interval,
+    rpcs: &AtomicUsize,
+) {
     if ws.send(io_client::sys("bench")).await.is_err() {
         return;
     }
@@ -79,10 +86,11 @@ async fn serve(mut ws: WebSocketStream<TcpStream>, port: u16, tick: &mut tokio::
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let Ok(event) = IoEvent::parse(&text) else { continue };
-                    if let Some(id) = event.port_request()
-                        && ws.send(io_client::port(id, port)).await.is_err()
-                    {
-                        return;
+                    if let Some(id) = event.port_request() {
+                        rpcs.fetch_add(1, Ordering::Relaxed);
+                        if ws.send(io_client::port(id, port)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
@@ -106,10 +114,12 @@ fn backoff(attempt: usize) -> Duration {
 pub fn start(spec: FleetSpec, stop: CancellationToken) -> Fleet {
     let connected = Arc::new(AtomicUsize::new(0));
     let reconnects = Arc::new(AtomicUsize::new(0));
+    let rpcs = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(spec.parallel));
     for i in spec.from..spec.from + spec.count {
         let (spec, stop) = (spec.clone(), stop.clone());
         let (connected, reconnects, gate) = (connected.clone(), reconnects.clone(), gate.clone());
+        let rpcs = rpcs.clone();
         tokio::spawn(async move {
             let hello = Hello {
                 offer_deflate: false,
@@ -145,7 +155,7 @@ pub fn start(spec: FleetSpec, stop: CancellationToken) -> Fleet {
                         registered_before = true;
                         connected.fetch_add(1, Ordering::Relaxed);
                         tokio::select! {
-                            () = serve(ws, spec.port, &mut tick) => {}
+                            () = serve(ws, spec.port, &mut tick, &rpcs) => {}
                             () = stop.cancelled() => {}
                         }
                         connected.fetch_sub(1, Ordering::Relaxed);
@@ -161,5 +171,6 @@ pub fn start(spec: FleetSpec, stop: CancellationToken) -> Fleet {
     Fleet {
         connected,
         reconnects,
+        rpcs,
     }
 }

@@ -60,9 +60,17 @@ pub struct NodeCommand {
     envs: Vec<(OsString, OsString)>,
     capture_logs: bool,
     log_file: Option<PathBuf>,
+    ports: Option<(u16, u16)>,
 }
 
 impl NodeCommand {
+    /// Listens on these loopback ports (public, admin) instead of two free ones: a node
+    /// restarted where a load balancer's fixed upstream list expects it.
+    pub fn ports(mut self, http: u16, admin: u16) -> Self {
+        self.ports = Some((http, admin));
+        self
+    }
+
     /// Flags after `--listen` and `--admin-listen`.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -95,7 +103,9 @@ impl NodeCommand {
 
     /// Starts the node and waits until `/readyz` answers 200; panics after 10 s.
     pub async fn spawn(self) -> NodeProcess {
-        let (http, admin) = (crate::free_port(), crate::free_port());
+        let (http, admin) = self
+            .ports
+            .unwrap_or_else(|| (crate::free_port(), crate::free_port()));
         let stdout =
             if let Some(path) = &self.log_file {
                 Stdio::from(std::fs::File::create(path).unwrap_or_else(|e| {
@@ -164,6 +174,7 @@ impl NodeProcess {
             envs: Vec::new(),
             capture_logs: false,
             log_file: None,
+            ports: None,
         }
     }
 
