@@ -32,6 +32,8 @@ when anything is. Needs PyYAML (deploy/check runs it in its own virtualenv).
   dockerfile          deploy/Dockerfile and .dockerignore
   dashboard           deploy/grafana/hostie-dashboard.json (structure; its metric names are
                       checked against a live node by tests/api/deploy.rs)
+  dashboard-rules OUT the dashboard's queries, its variables substituted, as a Prometheus rules
+                      file, for `promtool check rules` to parse them
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .compose import check_compose, compose_merge, nginx_test_conf, prometheus_t
 from .emulation import compose_emulation
 from .image import check_dockerfile
 from .manifests import check_manifests, print_env
-from .metrics import check_dashboard
+from .metrics import check_dashboard, dashboard_rules
 from .rules import sync_rules
 from .topology_emulation import topology_emulation
 
@@ -86,6 +88,9 @@ def main() -> int:
     te.set_defaults(fn=topology_emulation)
     sub.add_parser("dockerfile").set_defaults(fn=check_dockerfile)
     sub.add_parser("dashboard").set_defaults(fn=check_dashboard)
+    dr = sub.add_parser("dashboard-rules")
+    dr.add_argument("out")
+    dr.set_defaults(fn=dashboard_rules)
     args = ap.parse_args()
     return args.fn(args)
 
