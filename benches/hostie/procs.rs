@@ -61,6 +61,12 @@ impl Hostie {
         if let Some((http, admin)) = ports {
             command = command.ports(http, admin);
         }
+        // Unless `extra` sets its own.
+        let max_sessions: &[&str] = if extra.contains(&"--max-sessions") {
+            &[]
+        } else {
+            &["--max-sessions", "25000"]
+        };
         let node = command
             .args(["--redis-url", redis_url, "--redis-prefix", prefix])
             .args([
@@ -68,12 +74,11 @@ impl Hostie {
                 name,
                 "--discovery-rate",
                 "0",
-                "--max-sessions",
-                "25000",
                 // Every simulated gateway connects from 127.0.0.1.
                 "--max-sessions-per-source",
                 "0",
             ])
+            .args(max_sessions)
             .args(["--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -279,16 +284,21 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap(&mut self.child, Duration::from_secs(5));
     }
+}
+
+/// Waits up to `within` for `child` to exit after it was asked to, then kills it; reaped.
+pub(crate) fn reap(child: &mut Child, within: Duration) {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Waits until `workers` report `total` sessions; the time it took, or `None` at `limit`.
