@@ -77,9 +77,12 @@ impl RpcTable {
     pub fn complete(&mut self, id: i64, outcome: RpcOutcome, now: Instant) -> Option<Duration> {
         let pos = self.in_flight.iter().position(|f| f.id == id)?;
         let done = self.in_flight.remove(pos);
-        if let RpcOutcome::Port(port) = outcome {
-            self.last = Some((port, now));
-        }
+        // Only a port is reused, and only the newest answer counts: a failure after a port
+        // (a late reply to an expired request, then an error) is asked again next time.
+        self.last = match outcome {
+            RpcOutcome::Port(port) => Some((port, now)),
+            RpcOutcome::Failed | RpcOutcome::TimedOut => None,
+        };
         for w in done.waiters {
             // A waiter whose discovery already gave up has dropped its receiver: nothing to do.
             let _ = w.send(outcome);
@@ -94,6 +97,9 @@ impl RpcTable {
             .into_iter()
             .partition(|f| now.duration_since(f.sent) >= timeout);
         self.in_flight = alive;
+        if !expired.is_empty() {
+            self.last = None;
+        }
         for f in &expired {
             tracing::debug!(rpc_id = f.id, "getHostieGrpcPort timed out");
         }
@@ -165,8 +171,19 @@ mod tests {
         assert!(t.next_expiry().is_none());
         // At the window's end: asked again.
         let (w4, mut r4) = waiter();
-        assert!(t.ask(w4, answered + reuse).is_some());
+        let id = t
+            .ask(w4, answered + reuse)
+            .expect("the window is over: ask");
         assert!(r4.try_recv().is_err(), "the new request is pending");
+        // A failure after a port ends the reuse at once.
+        let failed = answered + reuse + Duration::from_millis(1);
+        assert!(t.complete(id, RpcOutcome::Failed, failed).is_some());
+        assert_eq!(r4.try_recv(), Ok(RpcOutcome::Failed));
+        let (w5, _r5) = waiter();
+        assert!(
+            t.ask(w5, failed).is_some(),
+            "a failure is not followed by a reused port"
+        );
     }
 
     #[test]
