@@ -789,6 +789,27 @@ fn judge_storm(r: &LoadResult, what: &str, wrong: &mut Vec<String>) {
     }
 }
 
+/// [`grow`] to each of `counts` in turn, each step net of the one before: the last step, and
+/// the Redis µs per warm discovery at each count.
+async fn grow_series(
+    rig: &mut Rig,
+    counts: &[usize],
+    plan: &Plan,
+    livez: f64,
+    tables: &mut [Table; 3],
+    wrong: &mut Vec<String>,
+) -> (Step, Vec<(usize, f64)>) {
+    let mut last: Option<Step> = None;
+    let mut warm = Vec::new();
+    for &n in counts {
+        let prev = last.as_ref().map(|s| &s.idle);
+        let step = grow(rig, n, prev, plan, livez, tables, wrong).await;
+        warm.push((n, step.costs.redis_us_per_warm));
+        last = Some(step);
+    }
+    (last.expect("at least one node count"), warm)
+}
+
 /// Every answer of a run of hits was a 200 within the deadline; else a wrong answer.
 fn judge(r: &LoadResult, what: &str, wrong: &mut Vec<String>) {
     if r.ok != r.requests || r.slow > 0 || r.requests == 0 {
@@ -1480,27 +1501,18 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
         us(livez.quantile_us(0.5)),
         us(livez.quantile_us(0.99))
     );
-    let mut last: Option<Step> = None;
-    // Redis µs per warm discovery by node count, for the Cluster's overhead at the same count.
-    let mut standalone_warm = Vec::new();
-    for &n in &plan.counts {
-        let prev = last.as_ref().map(|s| &s.idle);
-        let step = grow(
-            &mut rig,
-            n,
-            prev,
-            &plan,
-            livez.rate(),
-            &mut tables,
-            &mut wrong,
-        )
-        .await;
-        standalone_warm.push((n, step.costs.redis_us_per_warm));
-        last = Some(step);
-    }
+    let (last, standalone_warm) = grow_series(
+        &mut rig,
+        &plan.counts,
+        &plan,
+        livez.rate(),
+        &mut tables,
+        &mut wrong,
+    )
+    .await;
     let Step {
         idle, mut costs, n, ..
-    } = last.expect("a step");
+    } = last;
     shapes.title = format!("{} ({n} nodes, standalone)", shapes.title);
     discovery_shapes(&rig, &plan, &idle, &mut costs, &mut shapes, &mut wrong).await;
     connect_storm(&mut rig, &idle, &mut costs, &mut storms, &mut wrong).await;
@@ -1517,26 +1529,20 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
         *cluster_counts.last().expect("counts"),
     );
     rig.start_empty(plan.idle).await;
-    let mut last: Option<Step> = None;
-    for &n in &cluster_counts {
-        let prev = last.as_ref().map(|s| &s.idle);
-        let step = grow(
-            &mut rig,
-            n,
-            prev,
-            &plan,
-            livez.rate(),
-            &mut tables,
-            &mut wrong,
-        )
-        .await;
-        last = Some(step);
-    }
+    let (last, _) = grow_series(
+        &mut rig,
+        &cluster_counts,
+        &plan,
+        livez.rate(),
+        &mut tables,
+        &mut wrong,
+    )
+    .await;
     let Step {
         idle: c_idle,
         costs: mut c_costs,
         n: c_n,
-    } = last.expect("a step");
+    } = last;
     connect_storm(&mut rig, &c_idle, &mut c_costs, &mut storms, &mut wrong).await;
     drop(rig);
     // The Cluster's Redis CPU per warm discovery over all shards, against one server's with
