@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | 0 | [`protocol`] | wire types and pure parsing: no IO, no runtime |
 //! | 1 | [`model`] | shared data: ids, session records, port answers, bus messages, outcome enums |
-//! | 2 | [`config`], [`tls`], [`shutdown`] | process plumbing |
+//! | 2 | [`config`], [`tls`], [`shutdown`], [`fd_limit`] | process plumbing |
 //! | 3 | [`telemetry`], [`metrics`] | logs; Prometheus series (model enums mapped to labels) |
 //! | 4 | [`redis_common`], [`memory_broker`] | what the backends share: Redis connections and key names; in-process pub/sub |
 //! | 5 | [`hub`], [`registry`], [`bus`] | the seams: this node's sessions; who holds which session; node-to-node requests and notices |
@@ -70,6 +70,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod fd_limit;
 pub mod http;
 pub mod hub;
 pub mod memory_broker;

@@ -16,6 +16,23 @@ fn main() -> ExitCode {
         }
     };
     hostie::telemetry::init(config.log_format);
+    let mut config = config;
+    match hostie::fd_limit::fit(config.max_sessions) {
+        Ok(fit) if fit.max_sessions < config.max_sessions => {
+            tracing::warn!(
+                limit = fit.limit,
+                reserve = hostie::fd_limit::RESERVE,
+                max_sessions = fit.max_sessions,
+                asked = config.max_sessions,
+                "the open-file limit is too low for --max-sessions: this node accepts fewer \
+                 sessions (raise the hard RLIMIT_NOFILE, e.g. the container runtime's \
+                 LimitNOFILE, or lower --max-sessions)"
+            );
+            config.max_sessions = fit.max_sessions;
+        }
+        Ok(fit) => tracing::debug!(before = fit.before, limit = fit.limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

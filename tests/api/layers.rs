@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Each top-level module's rank: a module may use only modules of a lower rank.
-const RANKS: [(&str, u8); 17] = [
+const RANKS: [(&str, u8); 18] = [
     ("protocol", 0),
     ("model", 1),
     ("config", 2),
     ("tls", 2),
     ("shutdown", 2),
+    ("fd_limit", 2),
     ("telemetry", 3),
     ("metrics", 3),
     ("redis_common", 4),

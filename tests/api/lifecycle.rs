@@ -236,7 +236,7 @@ async fn debug_logs_follow_a_discovery_and_a_session_by_their_spans() {
     assert_eq!(discover_at(node.http, &t).await.0, 200);
     drop(gw);
     node.signal(Signal::Term);
-    assert!(node.exited_within(Duration::from_secs(5)).await.is_some());
+    assert!(node.exited_within(Duration::from_secs(10)).await.is_some());
     let logs = node.logs();
     let events: Vec<serde_json::Value> = logs
         .lines()
@@ -256,4 +256,95 @@ async fn debug_logs_follow_a_discovery_and_a_session_by_their_spans() {
     assert_eq!(closed["span"]["token"], short.as_str());
     assert_eq!(short.len(), 8, "the short hash: 8 hex digits");
     assert!(!logs.contains(&t), "logs never carry raw tokens");
+}
+
+/// The real binary started through `sh` with `limits` (`ulimit` arguments) applied first.
+async fn spawn_with_ulimit(limits: &str, args: &[&str]) -> (NodeProcess, tempfile::TempDir) {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hostie.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nulimit {limits} || exit 97\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_hostie")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let node = NodeProcess::command(&script)
+        .args(["--log-format", "json", "--workers", "1"])
+        .args(args)
+        .capture_logs()
+        .spawn()
+        .await;
+    (node, dir)
+}
+
+/// `Max open files` of a process: (soft, hard).
+fn open_files_limit(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (v[0], v[1])
+}
+
+async fn max_sessions_metric(node: &NodeProcess) -> String {
+    let text = reqwest::get(format!("http://{}/metrics", node.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("hostie_max_sessions "))
+        .expect("the hostie_max_sessions series")
+        .to_owned()
+}
+
+/// A soft open-file limit of 1,024 (containerd 2.x's default for containers) is raised as far
+/// as `--max-sessions` needs, within the hard limit, and the node keeps its `--max-sessions`.
+#[tokio::test]
+async fn a_low_soft_open_file_limit_is_raised_at_start() {
+    let (node, _dir) = spawn_with_ulimit("-Sn 1024", &["--max-sessions", "5000"]).await;
+    let (soft, hard) = open_files_limit(node.pid());
+    assert!(
+        hard >= 5_256,
+        "this test needs a hard limit ≥ 5,256; it is {hard}"
+    );
+    assert_eq!(soft, 5_000 + hostie::fd_limit::RESERVE);
+    assert_eq!(max_sessions_metric(&node).await, "hostie_max_sessions 5000");
+}
+
+/// With a hard limit below `--max-sessions`, the node accepts fewer sessions (so that a full
+/// node still answers, with a 503) and says why once.
+#[tokio::test]
+async fn a_hard_open_file_limit_below_max_sessions_lowers_it_with_a_warning() {
+    let (mut node, _dir) = spawn_with_ulimit("-n 1000", &["--max-sessions", "5000"]).await;
+    assert_eq!(open_files_limit(node.pid()), (1_000, 1_000));
+    let expected = 1_000 - hostie::fd_limit::RESERVE;
+    assert_eq!(
+        max_sessions_metric(&node).await,
+        format!("hostie_max_sessions {expected}")
+    );
+    node.signal(Signal::Term);
+    assert!(node.exited_within(Duration::from_secs(10)).await.is_some());
+    let logs = node.logs();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("open-file limit is too low"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(warnings[0].contains("\"WARN\""), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains(&format!("\"max_sessions\":{expected}")),
+        "{}",
+        warnings[0]
+    );
 }
