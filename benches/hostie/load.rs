@@ -113,6 +113,10 @@ pub(crate) struct LoadSpec {
     pub(crate) slow: Duration,
     /// At most this many requests per connection (bounds sweeps over a token list).
     pub(crate) max_per_conn: Option<usize>,
+    /// An open-ish loop: each connection sends at most one request per `pace` (its ticks
+    /// spread over the connections), skipping the ticks a slow answer overran; `None` sends
+    /// the next request as soon as the last is answered.
+    pub(crate) pace: Option<Duration>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -127,6 +131,12 @@ pub(crate) async fn run(spec: LoadSpec) -> LoadResult {
         let paths = spec.paths.clone();
         let (addr, slow, max) = (spec.addr, spec.slow, spec.max_per_conn);
         let stride = spec.concurrency;
+        let mut ticks = spec.pace.map(|pace| {
+            let phase = pace.mul_f64(c as f64 / stride as f64);
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, pace);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            t
+        });
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let (mut ok, mut not_found, mut other, mut slowc) = (0u64, 0u64, 0u64, 0u64);
@@ -135,6 +145,12 @@ pub(crate) async fn run(spec: LoadSpec) -> LoadResult {
             let mut i = c;
             let mut sent = 0usize;
             while Instant::now() < deadline && max.is_none_or(|m| sent < m) {
+                if let Some(t) = ticks.as_mut() {
+                    t.tick().await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
                 let path = &paths[i % paths.len()];
                 // Connection c takes paths c, c + C, c + 2C, …: a sweep of
                 // `len / C` requests per connection covers every path once.
@@ -220,15 +236,45 @@ pub(crate) async fn run_spread(
     slow: Duration,
 ) -> LoadResult {
     let n = targets.len().max(1);
+    spread(targets, duration, slow, |i| {
+        (
+            (concurrency / n + usize::from(i < concurrency % n)).max(1),
+            None,
+        )
+    })
+    .await
+}
+
+/// [`run`] against several servers at once, each offered `rate` requests per second over
+/// `per_target` connections (the same work per server whatever their number).
+pub(crate) async fn run_spread_paced(
+    targets: &[(SocketAddr, Arc<Vec<String>>)],
+    per_target: usize,
+    rate: f64,
+    duration: Duration,
+    slow: Duration,
+) -> LoadResult {
+    let pace = Duration::from_secs_f64(per_target as f64 / rate.max(1e-3));
+    spread(targets, duration, slow, |_| (per_target, Some(pace))).await
+}
+
+/// One [`run`] per target side by side, target `i` with `conns(i)`'s connections and pace.
+async fn spread(
+    targets: &[(SocketAddr, Arc<Vec<String>>)],
+    duration: Duration,
+    slow: Duration,
+    conns: impl Fn(usize) -> (usize, Option<Duration>),
+) -> LoadResult {
     let runs = targets.iter().enumerate().map(|(i, (addr, paths))| {
-        let share = (concurrency / n + usize::from(i < concurrency % n)).max(1);
+        let (concurrency, pace) = conns(i);
         run(LoadSpec {
             addr: *addr,
-            concurrency: share,
+            concurrency,
             duration,
             paths: paths.clone(),
             slow,
             max_per_conn: None,
+            pace,
         })
     });
     let mut total = LoadResult::empty();

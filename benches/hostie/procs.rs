@@ -96,6 +96,11 @@ impl Hostie {
         cpu_ticks(self.pid())
     }
 
+    /// Context switches of all its threads so far (voluntary and not): its wake-ups.
+    pub(crate) fn switches(&self) -> u64 {
+        context_switches(self.pid())
+    }
+
     pub(crate) fn kill9(&mut self) {
         self.0.kill9();
     }
@@ -115,6 +120,24 @@ pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     tick(11) + tick(12)
+}
+
+/// Context switches, voluntary and not, summed over a process's threads.
+pub(crate) fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// A floor WebSocket server (`floor`), in its own process so that its CPU is its own.

@@ -45,6 +45,11 @@ const PER_WORKER: usize = 9_500;
 const WARM_TOKENS: usize = 1_000;
 /// Load connections for discovery rows (as in the main run).
 const CONCURRENCY: usize = 64;
+/// Discoveries per second offered to each node in the fixed-rate rows: the same work per node
+/// at every size (8 nodes: 3,200/s, well under the machine's saturation).
+const PACED_PER_NODE: f64 = 400.0;
+/// Connections per node in the fixed-rate rows.
+const PACED_CONNS: usize = 8;
 
 struct Plan {
     counts: Vec<usize>,
@@ -172,8 +177,8 @@ fn per_server(values: &[f64], unit: &str, digits: usize) -> String {
 /// The processes of a rig and the machine: CPU ticks at one moment.
 struct CpuSnap {
     at: Instant,
-    /// Per node slot: its CPU ticks, `None` when no node runs there.
-    nodes: Vec<Option<u64>>,
+    /// Per node slot: its CPU ticks and context switches, `None` when no node runs there.
+    nodes: Vec<Option<(u64, u64)>>,
     machine: topology::MachineTicks,
 }
 
@@ -184,6 +189,8 @@ struct CpuWindow {
     nodes: Vec<f64>,
     machine: f64,
     redis: Vec<f64>,
+    /// The nodes' context switches (wake-ups), all nodes.
+    switches: f64,
 }
 
 impl CpuWindow {
@@ -206,6 +213,11 @@ impl CpuWindow {
                 .collect(),
             per(self.machine, idle.machine),
         )
+    }
+
+    /// The nodes' context switches beyond `idle`'s rate, per unit of `work`.
+    fn switches_per(&self, idle: &CpuWindow, work: f64) -> f64 {
+        ((self.switches - idle.switches / idle.secs.max(1e-9) * self.secs) / work.max(1.0)).max(0.0)
     }
 }
 
@@ -389,7 +401,11 @@ impl Rig {
         CpuSnap {
             at: Instant::now(),
             nodes: (0..self.nodes.len())
-                .map(|k| self.nodes[k].as_ref().map(Hostie::cpu_ticks))
+                .map(|k| {
+                    self.nodes[k]
+                        .as_ref()
+                        .map(|h| (h.cpu_ticks(), h.switches()))
+                })
                 .collect(),
             machine: topology::machine_ticks(),
         }
@@ -408,19 +424,17 @@ impl Rig {
         let cpu1 = self.cpu();
         let redis1 = self.redis().await;
         let t = |a: u64, b: u64| a.saturating_sub(b) as f64 / TICKS_PER_SEC;
+        let both = |k: usize| cpu1.nodes[k].zip(cpu0.nodes[k]);
         let w = CpuWindow {
             secs: cpu1.at.duration_since(cpu0.at).as_secs_f64(),
-            nodes: cpu1
-                .nodes
-                .iter()
-                .zip(&cpu0.nodes)
-                .map(|(a, b)| match (a, b) {
-                    (Some(a), Some(b)) => t(*a, *b),
-                    _ => 0.0,
-                })
+            nodes: (0..cpu1.nodes.len())
+                .map(|k| both(k).map_or(0.0, |((a, _), (b, _))| t(a, b)))
                 .collect(),
             machine: t(cpu1.machine.busy, cpu0.machine.busy),
             redis: redis1.cpu_since(redis0),
+            switches: (0..cpu1.nodes.len())
+                .filter_map(|k| both(k).map(|((_, a), (_, b))| a.saturating_sub(b) as f64))
+                .sum(),
         };
         (w, redis1)
     }
@@ -615,6 +629,7 @@ async fn grow(
                 nodes: vec![],
                 machine: 0.0,
                 redis: vec![],
+                switches: 0.0,
             },
             costs: UnitCosts::default(),
         };
@@ -693,16 +708,46 @@ async fn grow(
         .collect();
     let heartbeat_us: f64 = rig.empty_node_cpu.iter().sum::<f64>() * 1e6;
 
-    // Warm cross-node discoveries at 64 concurrent.
-    let targets = rig.cross_paths(WARM_TOKENS);
-    let _ = load::run_spread(&targets, CONCURRENCY, Duration::from_secs(3), DEADLINE).await;
-    let cpu0 = rig.cpu();
-    let redis0 = rig.redis().await;
-    let r = load::run_spread(&targets, CONCURRENCY, plan.load, DEADLINE).await;
-    let (w, redis1) = rig.window(&cpu0, &redis0).await;
-    judge(&r, &format!("{name}, {n} nodes, warm discovery"), wrong);
-    let (node_us, redis_us, machine_us) = w.net_per(&idle, r.ok as f64);
-    let publishes = redis1.publishes_since(&redis0) / r.ok.max(1) as f64;
+    // Warm cross-node discoveries: 64 concurrent over every node; with more nodes, the same
+    // 64 on nodes 0 and 1 only (the work of the 2-node row with the others up); and a fixed
+    // rate per node (each node's work the same at every size, as when a deployment scales out).
+    let every = rig.live();
+    let ctx = WarmCtx {
+        plan,
+        idle: &idle,
+        livez,
+    };
+    let (r, redis_us, publishes) = warm_row(
+        rig,
+        &every,
+        WarmLoad::Concurrent,
+        &ctx,
+        &mut tables[2],
+        wrong,
+    )
+    .await;
+    if n >= 4 && !plan.smoke {
+        warm_row(
+            rig,
+            &every[..2],
+            WarmLoad::Concurrent,
+            &ctx,
+            &mut tables[2],
+            wrong,
+        )
+        .await;
+    }
+    if n >= 2 {
+        warm_row(
+            rig,
+            &every,
+            WarmLoad::Paced(PACED_PER_NODE),
+            &ctx,
+            &mut tables[2],
+            wrong,
+        )
+        .await;
+    }
 
     tables[0].rows.push(vec![
         name.to_owned(),
@@ -734,23 +779,6 @@ async fn grow(
         per_server(&redis_us, "µs", 1),
         format!("{publishes:.2}"),
     ]);
-    tables[2].rows.push(vec![
-        name.to_owned(),
-        n.to_string(),
-        if n == 1 {
-            "same node".into()
-        } else {
-            "cross node".into()
-        },
-        format!("{:.0}/s", r.rate()),
-        us(r.quantile_us(0.5)),
-        us(r.quantile_us(0.99)),
-        format!("{node_us:.1}"),
-        format!("{:.1}", redis_us.iter().sum::<f64>()),
-        format!("{machine_us:.1}"),
-        format!("{:.1} %", r.rate() / livez.max(1.0) * 100.0),
-        format!("{}/{} ok", r.ok, r.requests),
-    ]);
     eprintln!(
         "bench: {name}, {n} nodes: {total} sessions ({added} in {took:?}); RSS {rss_mean:.1} KiB/session; \
          idle {idle_pct_per_1k:.3} %/1k; {commands_per_node:.1} cmd/s/node; warm {:.0}/s p99 {}",
@@ -772,6 +800,94 @@ async fn grow(
         },
         idle,
     }
+}
+
+/// How a warm-discovery row loads the asked nodes.
+#[derive(Clone, Copy)]
+enum WarmLoad {
+    /// [`CONCURRENCY`] connections over the asked nodes, each asking again once answered.
+    Concurrent,
+    /// This many discoveries per second offered to each asked node ([`PACED_CONNS`] each).
+    Paced(f64),
+}
+
+/// What every warm row of one step is measured against.
+struct WarmCtx<'a> {
+    plan: &'a Plan,
+    /// The step's idle window: costs are net of its rates.
+    idle: &'a CpuWindow,
+    /// The `/livez` floor's rate.
+    livez: f64,
+}
+
+/// One row of warm cross-node discoveries: `asked` are asked for up to [`WARM_TOKENS`] tokens
+/// of the others (3 s of warm-up first), the cost net of `idle`. The answers, Redis µs per
+/// discovery (per server) and PUBLISHes per discovery.
+async fn warm_row(
+    rig: &Rig,
+    asked: &[usize],
+    how: WarmLoad,
+    ctx: &WarmCtx<'_>,
+    table: &mut Table,
+    wrong: &mut Vec<String>,
+) -> (LoadResult, Vec<f64>, f64) {
+    let (name, n) = (rig.name(), rig.live().len());
+    let targets = rig.cross_paths_among(asked, WARM_TOKENS);
+    let load = |d: Duration| {
+        let targets = &targets;
+        async move {
+            match how {
+                WarmLoad::Concurrent => load::run_spread(targets, CONCURRENCY, d, DEADLINE).await,
+                WarmLoad::Paced(rate) => {
+                    load::run_spread_paced(targets, PACED_CONNS, rate, d, DEADLINE).await
+                }
+            }
+        }
+    };
+    let _ = load(Duration::from_secs(3)).await;
+    let cpu0 = rig.cpu();
+    let redis0 = rig.redis().await;
+    let r = load(ctx.plan.load).await;
+    let (w, redis1) = rig.window(&cpu0, &redis0).await;
+    let kind = match (how, n) {
+        (_, 1) => "same node".to_owned(),
+        (WarmLoad::Concurrent, _) if asked.len() == n => "cross node, every node asked".to_owned(),
+        (WarmLoad::Concurrent, _) => format!(
+            "cross node, nodes {} asked ({} idle)",
+            asked
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            n - asked.len()
+        ),
+        (WarmLoad::Paced(rate), _) => format!("cross node, {rate:.0}/s offered per node"),
+    };
+    judge(
+        &r,
+        &format!("{name}, {n} nodes, warm discovery ({kind})"),
+        wrong,
+    );
+    let (node_us, redis_us, machine_us) = w.net_per(ctx.idle, r.ok as f64);
+    let publishes = redis1.publishes_since(&redis0) / r.ok.max(1) as f64;
+    table.rows.push(vec![
+        name.to_owned(),
+        n.to_string(),
+        kind,
+        format!("{:.0}/s", r.rate()),
+        us(r.quantile_us(0.5)),
+        us(r.quantile_us(0.99)),
+        format!("{node_us:.1}"),
+        format!("{:.1}", w.switches_per(ctx.idle, r.ok as f64)),
+        format!("{:.1}", redis_us.iter().sum::<f64>()),
+        format!("{machine_us:.1}"),
+        match how {
+            WarmLoad::Concurrent => format!("{:.1} %", r.rate() / ctx.livez.max(1.0) * 100.0),
+            WarmLoad::Paced(_) => "—".to_owned(),
+        },
+        format!("{}/{} ok", r.ok, r.requests),
+    ]);
+    (r, redis_us, publishes)
 }
 
 /// During a storm: every answer a 200 or a 503 ("unsure, retry": a node whose Redis call
@@ -1182,23 +1298,41 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
     };
     let paths = Arc::new(paths);
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two loads side by side: through nginx (what clients see), and straight to the nodes that
+    // are up (hostie alone, without the balancer's queue and retries).
+    let up: Arc<std::sync::Mutex<Vec<(usize, SocketAddr)>>> = Arc::new(std::sync::Mutex::new(
+        rig.live().iter().map(|k| (*k, rig.node(*k).http)).collect(),
+    ));
     let lb = rig.lb.addr;
-    let load = {
+    let load_on = |targets: Box<dyn Fn() -> Vec<SocketAddr> + Send>| {
         let (paths, done) = (paths.clone(), done.clone());
         tokio::spawn(async move {
             let mut total = LoadResult::empty();
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let r =
-                    load::run_spread(&[(lb, paths.clone())], 16, Duration::from_secs(1), DEADLINE)
-                        .await;
+                let t: Vec<_> = targets().into_iter().map(|a| (a, paths.clone())).collect();
+                let r = load::run_spread(&t, 16, Duration::from_secs(1), DEADLINE).await;
                 total.merge(&r);
             }
             total
         })
     };
+    let via_lb = load_on(Box::new(move || vec![lb]));
+    let direct = load_on(Box::new({
+        let up = up.clone();
+        move || {
+            let up = up.lock().unwrap_or_else(|p| p.into_inner());
+            up.iter().map(|(_, a)| *a).collect()
+        }
+    }));
     let started = Instant::now();
     let mut drains = Vec::new();
     for k in rig.live() {
+        // Out of the direct load's targets before its drain: its one-second rounds that
+        // began with it end first.
+        up.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(j, _)| *j != k);
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
         let t0 = Instant::now();
         let exited = rig.nodes[k]
             .as_mut()
@@ -1213,6 +1347,9 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
         drains.push(t0.elapsed().as_secs_f64());
         rig.nodes[k] = None;
         rig.start_node(k).await;
+        up.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((k, rig.node(k).http));
     }
     let all = rig
         .wait_connected(tokens.len(), Duration::from_secs(120))
@@ -1220,17 +1357,20 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
     let targets: Vec<SocketAddr> = rig.live().iter().map(|k| rig.node(*k).http).collect();
     let rec = until_discoverable(&targets, &tokens, Instant::now(), Duration::from_secs(180)).await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let r = load.await.expect("the load task");
+    let r = via_lb.await.expect("the load task");
+    let d = direct.await.expect("the load task");
     // 503 ("unsure, retry") is a right answer while nodes come and go; anything else but a
     // 200 or a 404 is not, nor is an answer past the deadline.
-    let bad = r.other - r.others.get(&503).copied().unwrap_or(0);
-    if r.slow > 0 || bad > 0 {
-        wrong.push(format!(
-            "rolling restart: {} answers past the deadline, {bad} neither 200, 404 nor 503 ({}) of {}",
-            r.slow,
-            r.others_summary(),
-            r.requests
-        ));
+    for (r, how) in [(&r, "through nginx"), (&d, "straight to the nodes")] {
+        let bad = r.other - r.others.get(&503).copied().unwrap_or(0);
+        if r.slow > 0 || bad > 0 || r.requests == 0 {
+            wrong.push(format!(
+                "rolling restart, {how}: {} answers past the deadline, {bad} neither 200, 404 nor 503 ({}) of {}",
+                r.slow,
+                r.others_summary(),
+                r.requests
+            ));
+        }
     }
     // A 404 is wrong only for a gateway that is connected: judged once all are.
     if all.is_some() && (rec.took.is_none() || rec.not_found > 0) {
@@ -1266,16 +1406,22 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
             rec.not_found,
             rec.unavailable
         ),
-        format!(
-            "discoveries through nginx: {} answers, {} 200, {} 404 (gateway between sessions), {} other ({}), {} past the deadline; p99 {}",
-            r.requests,
-            r.ok,
-            r.not_found,
-            r.other,
-            r.others_summary(),
-            r.slow,
-            us(r.quantile_us(0.99))
-        ),
+        [(&r, "through nginx"), (&d, "straight to the nodes up")]
+            .iter()
+            .map(|(r, how)| {
+                format!(
+                    "discoveries {how}: {} answers, {} 200, {} 404 (gateway between sessions), {} other ({}), {} past the deadline; p99 {}",
+                    r.requests,
+                    r.ok,
+                    r.not_found,
+                    r.other,
+                    r.others_summary(),
+                    r.slow,
+                    us(r.quantile_us(0.99))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
     ]);
 }
 
@@ -1451,7 +1597,7 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
             ],
         ),
         Table::new(
-            "Discovery at 64 concurrent (10,000 tokens held by the other nodes, remote cache warm)",
+            "Warm cross-node discovery (1,000 tokens per asked node held by the others, remote cache warm; fixed-rate rows: 8 connections per node)",
             &[
                 "topology",
                 "nodes",
@@ -1460,6 +1606,7 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
                 "p50",
                 "p99",
                 "node CPU µs/discovery (all nodes, net of idle)",
+                "node wake-ups/discovery",
                 "Redis µs",
                 "machine µs",
                 "of the /livez floor",

@@ -37,6 +37,7 @@ async fn http(
         paths,
         slow: DEADLINE,
         max_per_conn: None,
+        pace: None,
     })
     .await
 }
@@ -362,6 +363,7 @@ async fn warm_up(a: &Hostie, hits: &Arc<Vec<String>>) {
         paths: hits.clone(),
         slow: DEADLINE,
         max_per_conn: None,
+        pace: None,
     })
     .await;
 }
