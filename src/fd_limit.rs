@@ -3,11 +3,12 @@
 //! A node at its limit fails worse than a full one: actix-server cannot accept on any listener
 //! (discoveries and probes included) and retries after a pause, where a node at
 //! `--max-sessions` refuses registrations alone, with a 503. So at start-up the soft
-//! `RLIMIT_NOFILE` is raised as far as `--max-sessions` needs, up to the hard limit (what Go's
-//! runtime does for every program since 1.19), and when even the hard limit is too low the
-//! node holds fewer sessions than asked, saying so once, so that it still answers a 503 when
-//! full. Container runtimes differ here: containerd 2.x gives containers the systemd default,
-//! soft 1,024 and hard 524,288, which the raise makes ample.
+//! `RLIMIT_NOFILE` is raised to the hard limit (what Go's runtime does for every program since
+//! 1.19), which leaves whatever the hard limit allows beyond the sessions to HTTP connections;
+//! and when the limit is too low for `--max-sessions` plus [`RESERVE`] the node holds fewer
+//! sessions than asked, saying so once, so that it still answers a 503 when full. Container
+//! runtimes differ here: containerd 2.x gives containers the systemd default, soft 1,024 and
+//! hard 524,288, which the raise makes ample.
 
 /// Descriptors kept for everything but sessions: listeners, HTTP connections (discoveries,
 /// scrapes, probes), Redis connections, files. A node in the scaling benchmark used ≈ 100
@@ -24,11 +25,13 @@ pub struct Fitted {
     pub max_sessions: u64,
 }
 
-/// Raises the soft open-file limit towards `max_sessions` + [`RESERVE`] (never above the hard
-/// limit, never lowering it) and returns how many sessions fit under the result.
-pub fn fit(max_sessions: u64) -> std::io::Result<Fitted> {
+/// Raises the soft open-file limit to the hard limit (never lowering it) and returns how many
+/// of `max_sessions` fit under the result. When the raise fails (a sandbox may forbid
+/// `setrlimit`), the sessions fit under the soft limit as it is; the error is returned only when
+/// the limit cannot even be read.
+pub fn fit(max_sessions: u64) -> Result<Fitted, std::io::Error> {
     let (before, _) = rlimit::Resource::NOFILE.get()?;
-    let limit = rlimit::increase_nofile_limit(max_sessions.saturating_add(RESERVE))?;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(before);
     Ok(Fitted {
         before,
         limit,
