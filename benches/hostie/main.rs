@@ -37,6 +37,10 @@ pub(crate) struct Args {
     /// eight is lost its gateways fit in the seven others (19,430 each) within the fd limit.
     #[arg(long, default_value_t = 17_000)]
     pub(crate) sessions_per_node: usize,
+    /// With `--scaling`: only the largest size (every gateway connecting at once) and the
+    /// rolling restart of all its nodes, about 10 minutes (for working on the restart).
+    #[arg(long)]
+    pub(crate) rolling_restart_only: bool,
     /// Registered tokens for the discovery scenarios.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) tokens: usize,

@@ -96,7 +96,8 @@ impl Hostie {
         cpu_ticks(self.pid())
     }
 
-    /// Context switches of all its threads so far (voluntary and not): its wake-ups.
+    /// Context switches of all its threads so far: voluntary (a thread slept and was woken) and
+    /// not (preempted).
     pub(crate) fn switches(&self) -> u64 {
         context_switches(self.pid())
     }

@@ -57,6 +57,8 @@ struct Plan {
     idle: Duration,
     load: Duration,
     smoke: bool,
+    /// Only the largest size and its rolling restart (`--rolling-restart-only`).
+    rolling_restart_only: bool,
 }
 
 /// A Markdown table with a title and notes under it.
@@ -189,7 +191,7 @@ struct CpuWindow {
     nodes: Vec<f64>,
     machine: f64,
     redis: Vec<f64>,
-    /// The nodes' context switches (wake-ups), all nodes.
+    /// The nodes' context switches (voluntary and preempted), all nodes.
     switches: f64,
 }
 
@@ -1326,6 +1328,14 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
     }));
     let started = Instant::now();
     let mut drains = Vec::new();
+    // What the nodes themselves counted: each node's counters before its drain, and every
+    // node's at the end (the restarted nodes count from zero); less the counts before.
+    let mut counted = std::collections::BTreeMap::new();
+    for k in rig.live() {
+        for (key, v) in discovery_counts(rig.node(k).admin).await {
+            *counted.entry(key).or_default() -= v;
+        }
+    }
     for k in rig.live() {
         // Out of the direct load's targets before its drain: its one-second rounds that
         // began with it end first.
@@ -1333,6 +1343,8 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(j, _)| *j != k);
         tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let before_drain = discovery_counts(rig.node(k).admin).await;
+        add_counts(&mut counted, before_drain);
         let t0 = Instant::now();
         let exited = rig.nodes[k]
             .as_mut()
@@ -1358,6 +1370,14 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
     let rec = until_discoverable(&targets, &tokens, Instant::now(), Duration::from_secs(180)).await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let r = via_lb.await.expect("the load task");
+    for k in rig.live() {
+        add_counts(&mut counted, discovery_counts(rig.node(k).admin).await);
+    }
+    let counted = counted
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let d = direct.await.expect("the load task");
     // 503 ("unsure, retry") is a right answer while nodes come and go; anything else but a
     // 200 or a 404 is not, nor is an answer past the deadline.
@@ -1393,7 +1413,7 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
             tokens.len()
         ),
         format!(
-            "{:.1} s in all (drains {}); every gateway back {} after the last start (waited ≤ 120 s), every token discoverable {} after that ({} missing at the end; {} 404 and {} 503 answers on the way); {reconnects} reconnects so far",
+            "{:.1} s in all, 1.2 s before each drain included (drains {}); every gateway back {} after the last start (waited ≤ 120 s), every token discoverable {} after that ({} missing at the end; {} 404 and {} 503 answers on the way); {reconnects} reconnects so far",
             started.elapsed().as_secs_f64(),
             drains
                 .iter()
@@ -1421,8 +1441,48 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
                 )
             })
             .collect::<Vec<_>>()
-            .join("; "),
+            .join("; ")
+            + &format!("; the nodes' own counts of their discoveries (a node's last ones before its exit left out): {counted}"),
     ]);
+}
+
+/// A node's discoveries so far as its own metrics count them: by outcome, and how many of
+/// them its handler took more than 2.5 s over (the histogram's last bucket below 5 s).
+async fn discovery_counts(admin: SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(res) = reqwest::get(format!("http://{admin}/metrics")).await else {
+        return out;
+    };
+    let text = res.text().await.unwrap_or_default();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        let key = if let Some(rest) = series.strip_prefix("hostie_discoveries_total{outcome=\"") {
+            rest.trim_end_matches("\"}").to_owned()
+        } else if series.starts_with("hostie_discovery_duration_seconds_count") {
+            "over 2.5 s".to_owned()
+        } else if series.starts_with("hostie_discovery_duration_seconds_bucket")
+            && series.contains("le=\"2.5\"")
+        {
+            *out.entry("over 2.5 s".to_owned()).or_default() -= value;
+            continue;
+        } else {
+            continue;
+        };
+        *out.entry(key).or_default() += value;
+    }
+    out
+}
+
+fn add_counts(
+    total: &mut std::collections::BTreeMap<String, f64>,
+    more: std::collections::BTreeMap<String, f64>,
+) {
+    for (k, v) in more {
+        *total.entry(k).or_default() += v;
+    }
 }
 
 /// The capacity model: what the measured per-unit costs say a size needs. `anti_entropy`:
@@ -1567,6 +1627,7 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
         idle: Duration::from_secs(args.idle_cpu_seconds),
         load: Duration::from_secs(args.seconds),
         smoke: args.smoke,
+        rolling_restart_only: args.rolling_restart_only,
     };
     let mut wrong = Vec::new();
     let mut tables = [
@@ -1606,7 +1667,7 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
                 "p50",
                 "p99",
                 "node CPU µs/discovery (all nodes, net of idle)",
-                "node wake-ups/discovery",
+                "node context switches/discovery (voluntary and preempted)",
                 "Redis µs",
                 "machine µs",
                 "of the /livez floor",
@@ -1648,6 +1709,12 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
         us(livez.quantile_us(0.5)),
         us(livez.quantile_us(0.99))
     );
+    if plan.rolling_restart_only {
+        let n = *plan.counts.last().expect("node counts");
+        grow_series(&mut rig, &[n], &plan, livez.rate(), &mut tables, &mut wrong).await;
+        rolling_restart(&mut rig, &mut storms, &mut wrong).await;
+        return (storms.markdown(), wrong);
+    }
     let (last, standalone_warm) = grow_series(
         &mut rig,
         &plan.counts,
