@@ -1,9 +1,9 @@
 //! The one place where errors become HTTP status codes.
 
 use crate::node::{DiscoveryError, RegisterError};
-use crate::protocol::HostieAnswer;
+use crate::protocol::{ErrorAnswer, ErrorBody, ErrorStatus};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, ContentType};
+use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
 use std::time::Duration;
 
@@ -22,12 +22,53 @@ pub enum ApiError {
     BadHandshake(String),
     #[error("too many discovery requests from this address")]
     RateLimited { retry_after: Duration },
+    #[error("not a token: a discovery is GET /v0/hosties/{{token}}")]
+    NotAToken,
+    #[error("no such path")]
+    UnknownPath,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    /// The `status` an answer to this error carries in its body.
+    pub fn error_status(&self) -> ErrorStatus {
+        match self {
+            Self::Discovery(DiscoveryError::NotFound) => ErrorStatus::NoSession,
+            Self::Discovery(DiscoveryError::Registry(_)) => ErrorStatus::RegistryUnavailable,
+            Self::Discovery(DiscoveryError::Untrusted) => ErrorStatus::RegistryUnsure,
+            Self::Discovery(DiscoveryError::Unreachable(_)) => ErrorStatus::OwnerUnreachable,
+            Self::NotAToken => ErrorStatus::NotAToken,
+            Self::UnknownPath => ErrorStatus::UnknownPath,
+            Self::MethodNotAllowed => ErrorStatus::MethodNotAllowed,
+            Self::RateLimited { .. } => ErrorStatus::RateLimited,
+            Self::NoToken => ErrorStatus::NoToken,
+            Self::BadHandshake(_) => ErrorStatus::BadHandshake,
+            Self::Register(RegisterError::TokenFull) => ErrorStatus::TokenFull,
+            Self::Register(RegisterError::SourceFull) => ErrorStatus::SourceFull,
+            Self::Register(RegisterError::Draining) => ErrorStatus::Draining,
+            Self::Register(RegisterError::NodeFull) => ErrorStatus::NodeFull,
+        }
+    }
+
+    /// Answers under `/v0/hosties/`: every discovery client reads these bodies.
+    fn is_discovery(&self) -> bool {
+        matches!(
+            self,
+            Self::Discovery(_)
+                | Self::NotAToken
+                | Self::MethodNotAllowed
+                | Self::RateLimited { .. }
+        )
+    }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Discovery(DiscoveryError::NotFound) => StatusCode::NOT_FOUND,
+            Self::Discovery(DiscoveryError::NotFound) | Self::NotAToken | Self::UnknownPath => {
+                StatusCode::NOT_FOUND
+            }
             Self::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Register(RegisterError::TokenFull | RegisterError::SourceFull) => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -35,39 +76,38 @@ impl ResponseError for ApiError {
             Self::Register(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoToken => StatusCode::UNAUTHORIZED,
             Self::BadHandshake(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
+    /// Every answer is JSON. Under `/v0/hosties/` it carries the all-zero answer fields and
+    /// `Access-Control-Allow-Origin: *` (a browser page may call discovery); a 5xx or a 429
+    /// says when to retry (wechaty-token retries non-4xx answers).
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, "no-store"));
-        match self {
-            // Discovery answers are JSON for every client; a 404 carries the all-zero body the
-            // original sent, and a 503 tells wechaty-token (which retries non-4xx) when to retry.
-            Self::Discovery(e) => {
-                res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
-                if !matches!(e, DiscoveryError::NotFound) {
-                    res.insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE.to_string()));
-                }
-                match e {
-                    DiscoveryError::NotFound => res.json(HostieAnswer::not_found()),
-                    _ => res.json(serde_json::json!({ "error": e.to_string() })),
-                }
-            }
+        let retry_after = match self {
             Self::RateLimited { retry_after } => {
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-                    .insert_header((header::RETRY_AFTER, secs.to_string()))
-                    .json(serde_json::json!({ "error": self.to_string() }))
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
-            Self::Register(RegisterError::Draining | RegisterError::NodeFull) => res
-                .insert_header((header::RETRY_AFTER, RETRY_AFTER_UNAVAILABLE.to_string()))
-                .content_type(ContentType::plaintext())
-                .body(self.to_string()),
-            _ => res
-                .content_type(ContentType::plaintext())
-                .body(self.to_string()),
+            _ if self.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(RETRY_AFTER_UNAVAILABLE)
+            }
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if matches!(self, Self::MethodNotAllowed) {
+            res.insert_header((header::ALLOW, "GET, HEAD"));
+        }
+        let status = self.error_status();
+        if self.is_discovery() {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+                .json(ErrorAnswer::new(status))
+        } else {
+            res.json(ErrorBody::new(status))
         }
     }
 }

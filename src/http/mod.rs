@@ -48,29 +48,53 @@ pub fn discovery_limiter(rate: u32, burst: u32) -> Option<Arc<DefaultKeyedRateLi
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
     // `GET /` with an upgrade header is a registration (the original upgraded any path).
     let not_upgrade = guard::fn_guard(|ctx| !ws::is_upgrade(ctx.head().headers()));
-    cfg.route("/", web::get().guard(not_upgrade).to(status::page))
-        // Discovery and registration are matched by plain prefix in `dispatch`, not by a
-        // `{token}` pattern: actix-router matches dynamic segments with a regex, which the
-        // profile showed on the hot path.
-        .default_service(web::to(dispatch));
+    let get_or_head = guard::Any(guard::Get()).or(guard::Head());
+    cfg.route(
+        "/",
+        web::route()
+            .guard(get_or_head)
+            .guard(not_upgrade)
+            .to(status::page),
+    )
+    // Discovery and registration are matched by plain prefix in `dispatch`, not by a
+    // `{token}` pattern: actix-router matches dynamic segments with a regex, which the
+    // profile showed on the hot path.
+    .default_service(web::to(dispatch));
 }
 
 /// `GET|HEAD /v0/hosties/{token}` (one path segment) is a discovery; a WebSocket upgrade on
 /// any path is a registration (the original upgraded any path; the token may also be a
-/// `token/…` path suffix); anything else is a 404.
+/// `token/…` path suffix). Anything else gets a JSON error body: under `/v0/hosties` a 404
+/// (no token in the path) or a 405 (another method) with the all-zero answer fields, on `/` a
+/// 405, on `/v0/websocket` a 400, elsewhere a 404.
 async fn dispatch(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::HttpResponse {
     use actix_web::Responder;
+    use actix_web::http::Method;
     let method = req.method();
-    let is_discovery = (method == actix_web::http::Method::GET
-        || method == actix_web::http::Method::HEAD)
-        && discovery::token_segment(req.path()).is_some()
-        && !ws::is_upgrade(req.headers());
-    if is_discovery {
-        return discovery::discover(req, state).await;
+    let get_or_head = method == Method::GET || method == Method::HEAD;
+    if !ws::is_upgrade(req.headers()) {
+        let path = req.path();
+        let error = if path == "/v0/hosties" || path.starts_with("/v0/hosties/") {
+            if !get_or_head {
+                error::ApiError::MethodNotAllowed
+            } else if discovery::token_segment(path).is_some() {
+                return discovery::discover(req, state).await;
+            } else {
+                error::ApiError::NotAToken
+            }
+        } else if path == "/" {
+            error::ApiError::MethodNotAllowed
+        } else if path.starts_with("/v0/websocket") {
+            // A browser or curl on the registration path: say what it takes.
+            error::ApiError::BadHandshake("no Upgrade: websocket".into())
+        } else {
+            error::ApiError::UnknownPath
+        };
+        return actix_web::ResponseError::error_response(&error);
     }
     ws::upgrade_or_not_found(req.clone(), body, state)
         .await

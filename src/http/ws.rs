@@ -28,7 +28,7 @@ pub async fn upgrade_or_not_found(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if !is_upgrade(req.headers()) {
-        return Ok(HttpResponse::NotFound().body("not found\n"));
+        return Err(ApiError::UnknownPath);
     }
     let result = upgrade(&req, body, &state).await;
     let metrics = state.node.metrics();

@@ -9,7 +9,7 @@ pub mod jsonrpc;
 pub mod subprotocol;
 pub mod token;
 
-pub use answer::HostieAnswer;
+pub use answer::{ErrorAnswer, ErrorBody, ErrorStatus, HostieAnswer};
 pub use event::{ClientEvent, EventKind, FrameError, ServerEvent};
 pub use jsonrpc::{PortReply, PortResult, RpcId};
 pub use subprotocol::{PeerHint, Subprotocol};

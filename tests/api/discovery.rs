@@ -44,9 +44,12 @@ async fn miss_is_404_with_the_all_zero_body_at_once() {
     assert!(started.elapsed() < Duration::from_millis(200));
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["content-type"], "application/json");
-    assert_eq!(
-        res.text().await.unwrap(),
-        r#"{"host":"0.0.0.0","ip":"0.0.0.0","port":0}"#
+    let body = res.text().await.unwrap();
+    assert!(
+        body.starts_with(
+            r#"{"host":"0.0.0.0","ip":"0.0.0.0","port":0,"status":"no_session","hint":""#
+        ),
+        "{body}"
     );
     assert_eq!(
         node.metric("hostie_discoveries_total{outcome=\"miss\"}")
@@ -271,21 +274,131 @@ async fn only_get_or_head_of_one_segment_is_a_discovery() {
         .send()
         .await
         .unwrap();
-    assert_eq!(post.status(), 404);
-    for path in ["/v0/hosties/", "/v0/hosties/a/b", "/v0/hostiesabc"] {
+    assert_eq!(post.status(), 405);
+    for (path, code) in [
+        ("/v0/hosties/", "not_a_token"),
+        ("/v0/hosties/a/b", "not_a_token"),
+        ("/v0/hostiesabc", "unknown_path"),
+    ] {
         let res = node.client.get(node.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 404, "{path}");
-        assert_ne!(
-            res.headers()
-                .get("content-type")
-                .map(|v| v.to_str().unwrap()),
-            Some("application/json"),
-            "{path} is not a discovery answer"
-        );
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["status"], code, "{path} is not a discovery: {body}");
     }
     assert_eq!(
         node.metric("hostie_discoveries_total{outcome=\"miss\"}")
             .await,
         0.0
     );
+}
+
+/// Every answer of the public listeners that is not a 200 is JSON with a `status` and a
+/// `hint`; under `/v0/hosties` it also carries the all-zero answer fields (clients that read
+/// only those behave as on a 404), all scalars.
+#[tokio::test]
+async fn every_error_answer_is_json_with_a_status_and_a_hint() {
+    let node = spawn_node(test_config()).await;
+    let cases: &[(reqwest::Method, &str, u16, &str, bool)] = &[
+        (
+            reqwest::Method::GET,
+            "/v0/hosties/insecure_nobody",
+            404,
+            "no_session",
+            true,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v0/hosties/",
+            404,
+            "not_a_token",
+            true,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v0/hosties",
+            404,
+            "not_a_token",
+            true,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v0/hosties/a/b",
+            404,
+            "not_a_token",
+            true,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v0/hosties/x",
+            405,
+            "method_not_allowed",
+            true,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v0/hosties/x",
+            405,
+            "method_not_allowed",
+            true,
+        ),
+        (reqwest::Method::POST, "/", 405, "method_not_allowed", true),
+        (reqwest::Method::GET, "/nope", 404, "unknown_path", false),
+        (
+            reqwest::Method::GET,
+            "/v0/websocket",
+            400,
+            "bad_handshake",
+            false,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/anything/else",
+            404,
+            "unknown_path",
+            false,
+        ),
+    ];
+    for (method, path, status, code, zero_fields) in cases {
+        let res = node
+            .client
+            .request(method.clone(), node.url(path))
+            .send()
+            .await
+            .unwrap();
+        let what = format!("{method} {path}");
+        assert_eq!(res.status().as_u16(), *status, "{what}");
+        assert_eq!(res.headers()["content-type"], "application/json", "{what}");
+        assert_eq!(res.headers()["cache-control"], "no-store", "{what}");
+        if *status == 405 {
+            assert_eq!(res.headers()["allow"], "GET, HEAD", "{what}");
+        }
+        let body: serde_json::Value = res.json().await.unwrap();
+        let fields = body.as_object().expect("a JSON object");
+        assert_eq!(body["status"], *code, "{what}: {body}");
+        assert!(
+            body["hint"].as_str().is_some_and(|h| h.len() > 10),
+            "{what}: {body}"
+        );
+        assert!(
+            fields.values().all(|v| !v.is_object() && !v.is_array()),
+            "{what}: scalars only: {body}"
+        );
+        if *zero_fields {
+            assert_eq!(
+                (&body["host"], &body["ip"], &body["port"]),
+                (
+                    &serde_json::json!("0.0.0.0"),
+                    &serde_json::json!("0.0.0.0"),
+                    &serde_json::json!(0)
+                ),
+                "{what}: {body}"
+            );
+            assert_eq!(fields.len(), 5, "{what}: {body}");
+        } else {
+            assert_eq!(fields.len(), 2, "{what}: {body}");
+        }
+    }
+    // HEAD / is the status page's head, not a 405.
+    let res = node.client.head(node.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
 }

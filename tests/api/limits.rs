@@ -214,6 +214,8 @@ async fn sessions_per_token_are_capped_without_kicking_anyone() {
         .err()
         .expect("third session of one token refused");
     assert_eq!(refused.status, 429);
+    let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["status"], "token_full", "{body}");
     assert!(
         !first.is_closed() && !second.is_closed(),
         "nobody is kicked"
@@ -242,6 +244,8 @@ async fn sessions_per_node_are_capped() {
         .err()
         .expect("second session refused");
     assert_eq!(refused.status, 503);
+    let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["status"], "node_full", "{body}");
     assert_eq!(
         node.metric("hostie_limit_hits_total{limit=\"sessions_per_node\"}")
             .await,
@@ -263,10 +267,21 @@ async fn discovery_flood_from_one_address_is_rate_limited() {
             .send()
             .await
             .unwrap();
-        if res.status() == 429 {
+        let status = res.status().as_u16();
+        if status == 429 {
             assert!(res.headers().contains_key("retry-after"));
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(
+                (&body["status"], &body["ip"], &body["port"]),
+                (
+                    &serde_json::json!("rate_limited"),
+                    &serde_json::json!("0.0.0.0"),
+                    &serde_json::json!(0)
+                ),
+                "{body}"
+            );
         }
-        statuses.push(res.status().as_u16());
+        statuses.push(status);
     }
     assert_eq!(
         statuses.iter().filter(|s| **s == 404).count(),

@@ -83,6 +83,16 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
             .unwrap();
         assert_eq!(res.status(), 503, "{refuse:?}");
         assert!(res.headers().contains_key("retry-after"));
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert!(
+            ["registry_unsure", "registry_unavailable"]
+                .contains(&body["status"].as_str().unwrap_or("")),
+            "{refuse:?}: {body}"
+        );
+        assert_eq!(
+            (&body["ip"], &body["port"]),
+            (&serde_json::json!("0.0.0.0"), &serde_json::json!(0))
+        );
         // Writes back: the kept session is written and found everywhere.
         (refusal.restore)(&redis);
         let found = eventually(Duration::from_secs(3), || async {

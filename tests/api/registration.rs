@@ -45,6 +45,8 @@ async fn missing_token_is_refused_with_401() {
         .err()
         .expect("no token, no upgrade");
     assert_eq!(refused.status, 401);
+    let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["status"], "no_token", "{body}");
     assert!(refused.body.contains("token"), "{}", refused.body);
     assert_eq!(node.node.live_sessions(), 0);
     assert_eq!(
