@@ -94,7 +94,7 @@ impl ErrorStatus {
                 "discovery is GET /v0/hosties/{token}; gateways register with a WebSocket to \
                  /v0/websocket"
             }
-            Self::MethodNotAllowed => "discovery takes GET or HEAD",
+            Self::MethodNotAllowed => "this path takes GET or HEAD only",
             Self::RateLimited => {
                 "too many discoveries from this address: retry after Retry-After seconds"
             }
