@@ -263,6 +263,20 @@ pub(crate) async fn spawn_process_logging_to(args: &[&str], log: &std::path::Pat
         .await
 }
 
+/// Asserts that an error body under `/v0/hosties` carries the all-zero answer fields
+/// (docs/protocol.md, "Error bodies"): clients that read only those behave as on a 404.
+pub(crate) fn assert_zero_answer_fields(body: &Value, what: &str) {
+    assert_eq!(
+        (&body["host"], &body["ip"], &body["port"]),
+        (
+            &serde_json::json!("0.0.0.0"),
+            &serde_json::json!("0.0.0.0"),
+            &serde_json::json!(0)
+        ),
+        "{what}: {body}"
+    );
+}
+
 /// `GET /v0/hosties/{token}` on any address; status, body and how long it took.
 pub(crate) async fn discover_at(addr: SocketAddr, token: &str) -> (u16, Value, Duration) {
     let started = std::time::Instant::now();

@@ -89,10 +89,7 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
                 .contains(&body["status"].as_str().unwrap_or("")),
             "{refuse:?}: {body}"
         );
-        assert_eq!(
-            (&body["ip"], &body["port"]),
-            (&serde_json::json!("0.0.0.0"), &serde_json::json!(0))
-        );
+        assert_zero_answer_fields(&body, &format!("{refuse:?}"));
         // Writes back: the kept session is written and found everywhere.
         (refusal.restore)(&redis);
         let found = eventually(Duration::from_secs(3), || async {
