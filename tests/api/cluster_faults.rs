@@ -183,6 +183,13 @@ async fn redis_outage_keeps_sessions_and_restart_or_flush_rebuilds_everything() 
         started.elapsed() < Duration::from_secs(1),
         "within the deadline"
     );
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        ["registry_unavailable", "owner_unreachable"]
+            .contains(&body["status"].as_str().unwrap_or("")),
+        "{body}"
+    );
+    assert_zero_answer_fields(&body, "Redis stopped");
     for node in &nodes {
         assert!(
             eventually(Duration::from_secs(2), || async {

@@ -109,6 +109,8 @@ async fn drain_fails_readiness_refuses_upgrades_and_closes_sessions_with_1001() 
         .err()
         .expect("no upgrades while draining");
     assert_eq!(refused.status, 503);
+    let refusal: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(refusal["status"], "draining", "{refusal}");
     let mut close_times = Vec::new();
     for gw in &gateways {
         assert_eq!(
