@@ -41,6 +41,11 @@ pub(crate) struct Args {
     /// rolling restart of all its nodes, about 10 minutes (for working on the restart).
     #[arg(long)]
     pub(crate) rolling_restart_only: bool,
+    /// With `--scaling`: only the growth series (1, 2, 4, 8 nodes), twice in this run: with
+    /// this hostie binary first ("before", e.g. a build of the previous commit), then with this
+    /// build ("after"). The before/after rows of a change, measured in the same session.
+    #[arg(long)]
+    pub(crate) baseline_binary: Option<std::path::PathBuf>,
     /// Registered tokens for the discovery scenarios.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) tokens: usize,

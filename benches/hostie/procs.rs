@@ -57,7 +57,19 @@ impl Hostie {
         extra: &[&str],
         ports: Option<(u16, u16)>,
     ) -> Self {
-        let mut command = NodeProcess::command(release_binary());
+        Self::spawn_binary(release_binary(), redis_url, prefix, name, extra, ports).await
+    }
+
+    /// [`Hostie::spawn_with`] of another hostie binary (a before/after comparison).
+    pub(crate) async fn spawn_binary(
+        binary: &Path,
+        redis_url: &str,
+        prefix: &str,
+        name: &str,
+        extra: &[&str],
+        ports: Option<(u16, u16)>,
+    ) -> Self {
+        let mut command = NodeProcess::command(binary);
         if let Some((http, admin)) = ports {
             command = command.ports(http, admin);
         }

@@ -27,13 +27,14 @@
 use crate::Args;
 use crate::lb::Nginx;
 use crate::load::{self, LoadResult};
-use crate::procs::{Hostie, TICKS_PER_SEC, Worker, WorkerArgs};
+use crate::procs::{Hostie, TICKS_PER_SEC, Worker, WorkerArgs, release_binary};
 use crate::report::us;
 use crate::scenarios::{DEADLINE, PING};
 use crate::topology::{self, Server, Topology};
 use hostie_testkit::fleet::token;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -226,6 +227,9 @@ impl CpuWindow {
 /// Every node, its gateways, nginx, on one Redis topology.
 struct Rig {
     topology: Topology,
+    /// The hostie binary its nodes run, and the name its rows carry.
+    binary: PathBuf,
+    label: &'static str,
     url: String,
     ports: Vec<(u16, u16)>,
     nodes: Vec<Option<Hostie>>,
@@ -274,6 +278,8 @@ impl Rig {
         let spread = if plan.smoke { "500ms" } else { "5s" };
         Self {
             url: topology.url(),
+            binary: release_binary().to_path_buf(),
+            label: topology.name(),
             topology,
             nodes: (0..max_nodes).map(|_| None).collect(),
             base_rss: vec![0; max_nodes],
@@ -299,13 +305,21 @@ impl Rig {
         }
     }
 
+    /// Its nodes run `binary`, and its rows are named `label`.
+    fn running(mut self, binary: &Path, label: &'static str) -> Self {
+        self.binary = binary.to_path_buf();
+        self.label = label;
+        self
+    }
+
     fn name(&self) -> &'static str {
-        self.topology.name()
+        self.label
     }
 
     async fn start_node(&mut self, k: usize) {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let node = Hostie::spawn_with(
+        let node = Hostie::spawn_binary(
+            &self.binary,
             &self.url,
             "bench",
             &format!("n{k}"),
@@ -1709,6 +1723,28 @@ pub(crate) async fn run(args: &Args) -> (String, Vec<String>) {
         us(livez.quantile_us(0.5)),
         us(livez.quantile_us(0.99))
     );
+    if let Some(baseline) = &args.baseline_binary {
+        drop(rig);
+        for (binary, label) in [
+            (baseline.as_path(), "standalone, before (--baseline-binary)"),
+            (release_binary(), "standalone, after (this build)"),
+        ] {
+            let mut rig = Rig::new(Topology::standalone(), &plan, max).running(binary, label);
+            rig.start_empty(plan.idle).await;
+            grow_series(
+                &mut rig,
+                &plan.counts,
+                &plan,
+                livez.rate(),
+                &mut tables,
+                &mut wrong,
+            )
+            .await;
+        }
+        tables[2].notes.push(floor_note);
+        let text = tables.iter().map(|t| t.markdown() + "\n").collect();
+        return (text, wrong);
+    }
     if plan.rolling_restart_only {
         let n = *plan.counts.last().expect("node counts");
         grow_series(&mut rig, &[n], &plan, livez.rate(), &mut tables, &mut wrong).await;
