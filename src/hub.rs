@@ -197,6 +197,14 @@ impl Hub {
         }
     }
 
+    /// Every token this node holds is shared from now on (the registry lost data: another
+    /// node's registration may not have been announced here).
+    pub fn mark_all_shared(&self) {
+        let mut t = self.lock();
+        let tokens: Vec<TokenHash> = t.by_token.keys().copied().collect();
+        t.shared.extend(tokens);
+    }
+
     /// The token's sessions, newest first, when this node provably holds all of them: every
     /// local session registered while no other live node held the token (the registration
     /// script said so) under the current bus subscription `epoch`, and no other node's

@@ -42,10 +42,12 @@ pub enum Backends {
 const REMOTE_CACHE_TOKENS: usize = 65_536;
 
 impl Backends {
-    pub fn memory() -> Self {
+    /// In-process backends; a node's tracking of a token lasts `tracking_ttl` (pass the
+    /// nodes' `--heartbeat-ttl`, the remote cache's lifetime).
+    pub fn memory(tracking_ttl: Duration) -> Self {
         let broker = MemoryBroker::new();
         Self::Memory {
-            registry: Arc::new(MemoryRegistry::new(broker.clone())),
+            registry: Arc::new(MemoryRegistry::new(broker.clone(), tracking_ttl)),
             broker,
         }
     }
@@ -122,7 +124,7 @@ impl Application {
                 url: url.clone(),
                 prefix: config.redis_prefix.clone(),
             },
-            None => Backends::memory(),
+            None => Backends::memory(config.heartbeat_ttl),
         };
         Self::build_with(config, backends).await
     }

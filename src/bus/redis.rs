@@ -5,7 +5,9 @@
 //! (`PUBLISH`/`SUBSCRIBE`). On a Redis Cluster they are sharded channels (`SPUBLISH`/
 //! `SSUBSCRIBE`), each living on the shard of the node id's slot, so that a request costs one
 //! shard and not every server of the cluster; the events channel stays classic (a classic
-//! publish reaches every shard's subscribers). redis-rs 1.8.1 loses a sharded subscription in
+//! publish reaches every shard's subscribers), as does each node's notice channel (published
+//! to by `register.lua` from the token's slot, where a sharded channel of another slot cannot
+//! be). redis-rs 1.8.1 loses a sharded subscription in
 //! cases that hostie works around here, all by rebuilding the subscriber on a fresh cluster
 //! connection (fresh slot map): a server-initiated `sunsubscribe` (the shard's primary was
 //! demoted, or the slot moved) is taken as final by redis-rs' `SubscriptionTracker`, and
@@ -146,6 +148,7 @@ impl Transport for RedisTransport {
             Channels {
                 own: self.keys.node_channel(&self.node),
                 events: self.keys.events_channel(),
+                notices: self.keys.notice_channel(&self.node),
             },
             self.state.clone(),
             self.metrics.clone(),
@@ -233,6 +236,8 @@ async fn spublish(
 struct Channels {
     own: String,
     events: String,
+    /// This node's `registered` notices (classic on every topology).
+    notices: String,
 }
 
 /// Subscribes to the channels and delivers every message to the bus, resubscribing with
@@ -320,14 +325,14 @@ impl Subscriber {
             conn.ssubscribe(&channels.own)
                 .await
                 .map_err(|e| e.to_string())?;
-            conn.subscribe(&channels.events)
-                .await
-                .map_err(|e| e.to_string())?;
+            for channel in [&channels.events, &channels.notices] {
+                conn.subscribe(channel).await.map_err(|e| e.to_string())?;
+            }
             return Ok(Self::Cluster(conn, rx));
         }
         let client = conns.subscriber_client().await.map_err(text)?;
         let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-        for channel in [&channels.own, &channels.events] {
+        for channel in [&channels.own, &channels.events, &channels.notices] {
             pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
         }
         Ok(Self::Single(pubsub))
@@ -399,9 +404,10 @@ async fn receive_cluster(
     bus: &Weak<Bus>,
 ) -> Option<&'static str> {
     let settings = watch.settings;
-    let (own, events) = (
+    let (own, events, notices) = (
         watch.channels.own.as_bytes(),
         watch.channels.events.as_bytes(),
+        watch.channels.notices.as_bytes(),
     );
     let mut probe = tokio::time::interval(settings.probe_every);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -436,8 +442,8 @@ async fn receive_cluster(
                     PushKind::SUnsubscribe if channel == own => {
                         return Some("the server ended the node channel's subscription");
                     }
-                    PushKind::Unsubscribe if channel == events => {
-                        return Some("the server ended the events channel's subscription");
+                    PushKind::Unsubscribe if channel == events || channel == notices => {
+                        return Some("the server ended a classic channel's subscription");
                     }
                     PushKind::Disconnection => return Some("a subscriber connection closed"),
                     _ => {}

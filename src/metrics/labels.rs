@@ -106,6 +106,7 @@ impl Label for RedisOp {
             Self::Publish => "publish",
             Self::Subscribe => "subscribe",
             Self::Probe => "probe",
+            Self::Track => "track",
         }
     }
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub reasserted_sessions: IntCounter,
     pub swept_records: IntCounter,
     pub redis_topology_changes: IntCounter,
+    pub registration_notices: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -243,6 +244,14 @@ impl Metrics {
                 IntCounter::new(
                     "hostie_redis_topology_changes_total",
                     "Redis failovers and slot moves this node noticed (a new primary named by Sentinel, Cluster primaries changed or restarted).",
+                )
+                .expect("static metric definition"),
+            ),
+            registration_notices: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_registration_notices_total",
+                    "Notices of another node's new session of a token this node holds or caches (sent only to such nodes).",
                 )
                 .expect("static metric definition"),
             ),

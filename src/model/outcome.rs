@@ -144,10 +144,12 @@ pub enum RedisOp {
     Subscribe,
     /// The readiness check's write.
     Probe,
+    /// Asking to be told of a token's new registrations (the remote cache).
+    Track,
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 10] = [
+    pub const ALL: [RedisOp; 11] = [
         Self::Register,
         Self::Release,
         Self::Lookup,
@@ -158,5 +160,6 @@ impl RedisOp {
         Self::Publish,
         Self::Subscribe,
         Self::Probe,
+        Self::Track,
     ];
 }

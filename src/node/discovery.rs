@@ -124,6 +124,9 @@ impl Node {
                 let records = self.without_dead(records);
                 if let Some(ticket) = ticket.filter(|_| complete) {
                     self.remote.put(*hash, &records, ticket);
+                    if !records.is_empty() {
+                        self.track_if_hot(hash);
+                    }
                 }
                 // This node's own live sessions are candidates whatever the registry says: it
                 // may have refused their writes, or lost them.

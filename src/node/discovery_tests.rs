@@ -39,7 +39,7 @@ impl Cluster {
     fn new() -> Self {
         let broker = MemoryBroker::new();
         Self {
-            registry: Arc::new(MemoryRegistry::new(broker.clone())),
+            registry: Arc::new(MemoryRegistry::new(broker.clone(), Duration::from_secs(10))),
             broker,
             clock_us: 1.into(),
         }
@@ -129,6 +129,29 @@ fn port(result: &Result<Discovered, DiscoveryError>) -> Option<(u16, DiscoveryOu
     result.as_ref().ok().map(|d| (d.answer.port, d.outcome))
 }
 
+/// Discovers `token` from `node` until its records are cached: read twice (the doorkeeper
+/// asks to track it), the `track` answers, then a lookup sent after it is stored. Every answer
+/// must be `want`.
+async fn warm(node: &Node, token: &TokenHash, want: u16) {
+    for _ in 0..2 {
+        assert_eq!(
+            port(&node.discover(token).await),
+            Some((want, DiscoveryOutcome::Hit))
+        );
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        port(&node.discover(token).await),
+        Some((want, DiscoveryOutcome::Hit))
+    );
+}
+
+fn notices(node: &Node) -> u64 {
+    node.metrics().registration_notices.get()
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_newest_session_is_asked_first() {
     let cluster = Cluster::new();
@@ -212,13 +235,14 @@ async fn cached_candidates_are_used_until_a_registration_notice_drops_them() {
     let (a, b, c) = (cluster.node("a"), cluster.node("b"), cluster.node("c"));
     let t = token("cached");
     cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
-    for _ in 0..2 {
-        assert_eq!(
-            port(&a.discover(&t).await),
-            Some((1001, DiscoveryOutcome::Hit))
-        );
-    }
-    assert_eq!(lookups(&a, LookupSource::Registry), 1);
+    warm(&a, &t, 1001).await;
+    assert_eq!(lookups(&a, LookupSource::Registry), 3);
+    assert_eq!(lookups(&a, LookupSource::Cache), 0);
+    assert_eq!(
+        port(&a.discover(&t).await),
+        Some((1001, DiscoveryOutcome::Hit))
+    );
+    assert_eq!(lookups(&a, LookupSource::Registry), 3);
     assert_eq!(lookups(&a, LookupSource::Cache), 1);
     // A newer session on a third node: its notice drops what `a` remembered.
     cluster.gateway(&c, &t, 2, Gateway::Port(1002)).await;
@@ -226,7 +250,7 @@ async fn cached_candidates_are_used_until_a_registration_notice_drops_them() {
         port(&a.discover(&t).await),
         Some((1002, DiscoveryOutcome::Hit))
     );
-    assert_eq!(lookups(&a, LookupSource::Registry), 2);
+    assert_eq!(lookups(&a, LookupSource::Registry), 4);
     assert_eq!(lookups(&a, LookupSource::Cache), 1);
     // A local registration drops it too.
     cluster.gateway(&a, &t, 3, Gateway::Port(1003)).await;
@@ -243,10 +267,7 @@ async fn a_cached_session_found_gone_falls_back_to_the_registry() {
     let (a, b) = (cluster.node("a"), cluster.node("b"));
     let t = token("gone");
     let record = cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
-    assert_eq!(
-        port(&a.discover(&t).await),
-        Some((1001, DiscoveryOutcome::Hit))
-    );
+    warm(&a, &t, 1001).await;
     // The session closes: no notice reaches `a`, whose cache still names it.
     b.release(&record).await;
     let (result, took) = timed(&a, &t).await;
@@ -256,7 +277,7 @@ async fn a_cached_session_found_gone_falls_back_to_the_registry() {
     );
     assert_eq!(took, Duration::ZERO, "a gone session is not waited for");
     assert_eq!(lookups(&a, LookupSource::Cache), 1);
-    assert_eq!(lookups(&a, LookupSource::Registry), 2);
+    assert_eq!(lookups(&a, LookupSource::Registry), 4);
 }
 
 #[tokio::test(start_paused = true)]
@@ -384,15 +405,17 @@ async fn a_dead_peer_is_never_asked_cached_or_not() {
         took > Duration::from_secs(1),
         "the hung owner had its share"
     );
+    warm(&a, &t, 1001).await;
     // The cache still names b's session (it answered its fallback in time, so it stayed).
     // The heartbeat then finds b dead: it is never asked again, from the cache ...
     a.set_dead_peers([NodeId("b".into())]);
+    let cached = lookups(&a, LookupSource::Cache);
     let (result, took) = timed(&a, &t).await;
     assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
     assert_eq!(took, Duration::ZERO);
     assert_eq!(
         lookups(&a, LookupSource::Cache),
-        1,
+        cached + 1,
         "answered from the cache"
     );
     // ... nor from the registry.
@@ -401,4 +424,74 @@ async fn a_dead_peer_is_never_asked_cached_or_not() {
     assert_eq!(port(&result), Some((1001, DiscoveryOutcome::Hit)));
     assert_eq!(took, Duration::ZERO);
     assert_eq!(lookups(&d, LookupSource::Registry), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registration_is_announced_only_to_the_nodes_that_hold_or_track_its_token() {
+    let cluster = Cluster::new();
+    let (a, b, c, d) = (
+        cluster.node("a"),
+        cluster.node("b"),
+        cluster.node("c"),
+        cluster.node("d"),
+    );
+    let t = token("targeted");
+    cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
+    // `a` reads the token often and caches it; `d` reads it once (no tracking).
+    warm(&a, &t, 1001).await;
+    assert_eq!(
+        port(&d.discover(&t).await),
+        Some((1001, DiscoveryOutcome::Hit))
+    );
+    cluster.gateway(&c, &t, 2, Gateway::Port(1002)).await;
+    assert_eq!(notices(&a), 1, "a tracks the token");
+    assert_eq!(notices(&b), 1, "b holds a session of it");
+    assert_eq!(notices(&c), 0, "c registered it");
+    assert_eq!(notices(&d), 0, "d read it once and caches nothing");
+    // `a` answers the new session at once, and `b` no longer answers alone.
+    for node in [&a, &b, &d] {
+        assert_eq!(
+            port(&node.discover(&t).await),
+            Some((1002, DiscoveryOutcome::Hit))
+        );
+    }
+    // A token nobody else holds or reads: its registrations tell nobody.
+    let lone = token("lone");
+    cluster.gateway(&c, &lone, 3, Gateway::Port(1003)).await;
+    cluster.gateway(&c, &lone, 4, Gateway::Port(1004)).await;
+    assert_eq!(
+        [&a, &b, &c, &d].map(|n| notices(n)),
+        [1, 1, 0, 0],
+        "nobody else was told"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_registry_lost_data_nothing_cached_or_held_alone_is_trusted() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (remote, local) = (token("lost-remote"), token("lost-local"));
+    cluster.gateway(&b, &remote, 1, Gateway::Port(1001)).await;
+    cluster.gateway(&a, &local, 2, Gateway::Port(1002)).await;
+    warm(&a, &remote, 1001).await;
+    let before = lookups(&a, LookupSource::Registry);
+    assert_eq!(
+        port(&a.discover(&local).await),
+        Some((1002, DiscoveryOutcome::Hit))
+    );
+    assert_eq!(lookups(&a, LookupSource::Hub), 1, "the one-node fast path");
+    a.registry_lost_data();
+    for (t, want) in [(&remote, 1001), (&local, 1002)] {
+        assert_eq!(
+            port(&a.discover(t).await),
+            Some((want, DiscoveryOutcome::Hit))
+        );
+    }
+    assert_eq!(
+        lookups(&a, LookupSource::Registry),
+        before + 2,
+        "both read the registry"
+    );
+    assert_eq!(lookups(&a, LookupSource::Cache), 0);
+    assert_eq!(lookups(&a, LookupSource::Hub), 1);
 }

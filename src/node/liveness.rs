@@ -68,6 +68,7 @@ async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
         // node's was, so they are judged only after a whole TTL from now. And once more on
         // the next beat: a sweep that claimed this node may still be deleting its records.
         node.distrust_registry();
+        node.registry_lost_data();
         state.healthy_since = Some(Instant::now());
         node.mark_dirty();
     }

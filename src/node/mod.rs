@@ -65,8 +65,9 @@ pub struct Node {
     hub: Arc<Hub>,
     registry: Arc<dyn Registry>,
     bus: Arc<Bus>,
-    /// Other nodes' records read recently (see [`remote_cache`]).
-    remote: RemoteCache,
+    /// Other nodes' records read recently (see [`remote_cache`]); shared with the `track`s
+    /// that run beside discoveries.
+    remote: Arc<RemoteCache>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     /// A registration was kept while the registry could not be written: re-assert soon.
@@ -95,7 +96,7 @@ impl Node {
             hub,
             registry,
             bus,
-            remote,
+            remote: Arc::new(remote),
             metrics,
             draining: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
@@ -225,6 +226,38 @@ impl Node {
         lock(&self.dead_peers).iter().cloned().collect()
     }
 
+    /// The registry lost data (its heartbeat entry was gone, or the topology changed): notices
+    /// of registrations made since, until this node has re-asserted, may have missed it.
+    /// `register.lua` tells the nodes whose records it sees and the token's readers; both may
+    /// be gone. So every local token is shared from now on (the hub's fast path would not
+    /// hear of another node's new session), and the remote cache starts over untracked.
+    pub fn registry_lost_data(&self) {
+        self.hub.mark_all_shared();
+        self.remote.lost_tracking();
+    }
+
+    /// After a lookup found records of `token`: tracks it if it is read often enough (see
+    /// [`remote_cache`]), from a task of its own, so that the discovery never waits for it.
+    fn track_if_hot(&self, token: &TokenHash) {
+        let Some(ask) = self.remote.want_tracking(*token, Instant::now().into_std()) else {
+            return;
+        };
+        let (registry, remote, node) = (
+            self.registry.clone(),
+            self.remote.clone(),
+            self.settings.id.clone(),
+        );
+        tokio::spawn(async move {
+            match registry.track(&ask.token, &node).await {
+                Ok(lasts) => remote.tracked(ask, Instant::now().into_std(), lasts),
+                Err(e) => {
+                    remote.not_tracked(ask);
+                    tracing::debug!(error = %ErrorChain(&e), "cannot track a token; its records stay uncached");
+                }
+            }
+        });
+    }
+
     /// Re-assert every session on the next heartbeat.
     pub fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::SeqCst);
@@ -344,6 +377,7 @@ impl PortResponder for Node {
     }
 
     fn foreign_registration(&self, token: &TokenHash) {
+        self.metrics.registration_notices.inc();
         self.hub.mark_shared(token);
         self.remote.forget(token);
     }

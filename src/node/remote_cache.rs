@@ -5,18 +5,33 @@
 //! almost always has the same records, so they are kept here and the lookup is skipped: two
 //! round trips. The cache may only answer what the registry would have answered:
 //!
-//! - Every admitted registration, on any node, publishes a notice on the events channel
-//!   (`register.lua`, or the in-memory registry); the notice drops the token's entry, as does a
-//!   local registration or close. Notices sent while this node was not subscribed are lost, so
-//!   an entry is valid only under the bus subscription (`Bus::notice_epoch`) it was filled under:
-//!   the rule of the hub's own fast path (`Hub::fast_candidates`). Only the node drives it: every
-//!   drop is in `node/`.
+//! - A token's records are cached only while this node *tracks* it: the registry announces
+//!   every new registration of a tracked token to this node (a `registered` notice on its own
+//!   channel, sent by `register.lua` in the same atomic step as the write), and to nobody who
+//!   does not hold or track it, so a registration costs the nodes that care, not every node.
+//!   A token is tracked once it was read twice within `ttl` (a doorkeeper: a token read once
+//!   costs no write), by a `track` that runs beside the discovery, never in its way. Only
+//!   lookups sent after the `track` answered are stored ([`RemoteCache::put`]), and entries
+//!   are used only while the tracking lasts without a gap.
+//! - The notice drops the token's entry, as does a local registration or close. Notices sent
+//!   while this node was not subscribed are lost, so an entry is valid only under the bus
+//!   subscription (`Bus::notice_epoch`) it was filled under: the rule of the hub's own fast
+//!   path (`Hub::fast_candidates`). Only the node drives it: every drop is in `node/`.
 //! - A lookup that overlapped any notice is not stored: the records it read may predate it.
+//! - When Redis lost data (restart, flush, failover; the heartbeat tells), the readers sets may
+//!   be gone too: [`RemoteCache::lost_tracking`] drops every entry and every tracking.
 //! - A draining node's `Leave` notice drops every token it has a session of.
 //! - A session that closed or a node that died shows when asked (`SessionGone`, a PUBLISH that
 //!   reaches no subscriber, a timeout): the caller drops the entry and reads the registry again.
 //! - Entries expire after `ttl`, the heartbeat TTL, the time a dead node's records stay in Redis
 //!   anyway; at `capacity` entries the cache starts over.
+//!
+//! Why not Redis's own `CLIENT TRACKING`: it tracks keys per connection, so every pooled command
+//! connection (on every Cluster shard) would need tracking redirected to the subscriber, set
+//! again whenever the subscriber reconnects, and its invalidations cover every write of a key
+//! (releases, re-assertions), where hostie needs only new registrations. redis-rs' client-side
+//! cache (`cache-aio`, experimental in 1.8) caches single commands per connection and could not
+//! skip the lookup's paired heartbeat read. The readers set is two commands and one script.
 
 use crate::model::{NodeId, SessionRecord};
 use crate::protocol::TokenHash;
@@ -35,6 +50,11 @@ struct Inner {
     entries: HashMap<TokenHash, Entry>,
     /// Bumped by every drop, so that a lookup that overlapped one is not stored.
     generation: u64,
+    /// Tokens read once, and when (the doorkeeper).
+    seen: HashMap<TokenHash, Instant>,
+    tracking: HashMap<TokenHash, Tracking>,
+    /// Bumped when the registry lost data: answers to `track`s sent before are void.
+    tracking_epoch: u64,
 }
 
 struct Entry {
@@ -44,12 +64,38 @@ struct Entry {
     fetched: Instant,
 }
 
+#[derive(Default)]
+struct Tracking {
+    /// Since when (a `track` answered) and until when (that `track`'s sending plus the time
+    /// the registry granted, renewed without a gap since) every new registration of the token
+    /// is announced to this node.
+    active: Option<(Instant, Instant)>,
+    /// A `track` is in flight.
+    asking: bool,
+}
+
+impl Tracking {
+    fn covers(&self, since: Instant, now: Instant) -> bool {
+        self.active
+            .is_some_and(|(from, until)| from <= since && now < until)
+    }
+}
+
 /// What the cache looked like when a registry lookup started.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     epoch: u64,
     generation: u64,
     at: Instant,
+}
+
+/// A `track` to send for `token` (see [`RemoteCache::want_tracking`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TrackAsk {
+    pub token: TokenHash,
+    epoch: u64,
+    /// No later than the `track` was sent.
+    sent: Instant,
 }
 
 impl RemoteCache {
@@ -66,12 +112,16 @@ impl RemoteCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The token's records, if they were read under subscription `epoch` less than `ttl` ago
-    /// and nothing dropped them since.
+    /// The token's records, if they were read under subscription `epoch` less than `ttl` ago,
+    /// the token has been tracked without a gap since, and nothing dropped them.
     pub fn get(&self, token: &TokenHash, epoch: u64, now: Instant) -> Option<Vec<SessionRecord>> {
         let inner = self.lock();
         let entry = inner.entries.get(token)?;
-        (entry.epoch == epoch && now.saturating_duration_since(entry.fetched) < self.ttl)
+        let tracked = inner
+            .tracking
+            .get(token)
+            .is_some_and(|t| t.covers(entry.fetched, now));
+        (tracked && entry.epoch == epoch && now.saturating_duration_since(entry.fetched) < self.ttl)
             .then(|| entry.records.clone())
     }
 
@@ -84,14 +134,19 @@ impl RemoteCache {
         }
     }
 
-    /// Stores a lookup's records unless something was dropped since its ticket. Empty results
-    /// (misses) are never stored: a miss is always read from the registry.
+    /// Stores a lookup's records unless something was dropped since its ticket, or the token
+    /// was not tracked when the lookup was sent. Empty results (misses) are never stored: a
+    /// miss is always read from the registry.
     pub fn put(&self, token: TokenHash, records: &[SessionRecord], ticket: Ticket) {
         if records.is_empty() {
             return;
         }
         let mut inner = self.lock();
-        if inner.generation != ticket.generation {
+        let tracked = inner
+            .tracking
+            .get(&token)
+            .is_some_and(|t| t.covers(ticket.at, ticket.at));
+        if inner.generation != ticket.generation || !tracked {
             return;
         }
         if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&token) {
@@ -105,6 +160,107 @@ impl RemoteCache {
                 fetched: ticket.at,
             },
         );
+    }
+
+    /// After a lookup found records of `token`: whether to send a `track` for it now. Yes
+    /// when it was read before within `ttl` and is not tracked, or its tracking is in its
+    /// second half (renewed ahead, so that a hot token never has a gap); never two at once.
+    pub fn want_tracking(&self, token: TokenHash, now: Instant) -> Option<TrackAsk> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let ask = TrackAsk {
+            token,
+            epoch: inner.tracking_epoch,
+            sent: now,
+        };
+        if let Some(t) = inner.tracking.get_mut(&token) {
+            let due = t
+                .active
+                .is_none_or(|(_, until)| until.saturating_duration_since(now) <= self.ttl / 2);
+            if t.asking || !due {
+                return None;
+            }
+            t.asking = true;
+            return Some(ask);
+        }
+        let read_before = inner
+            .seen
+            .get(&token)
+            .is_some_and(|at| now.saturating_duration_since(*at) < self.ttl);
+        if !read_before {
+            if inner.seen.len() >= self.capacity {
+                let ttl = self.ttl;
+                inner
+                    .seen
+                    .retain(|_, at| now.saturating_duration_since(*at) < ttl);
+                if inner.seen.len() >= self.capacity {
+                    inner.seen.clear();
+                }
+            }
+            inner.seen.insert(token, now);
+            return None;
+        }
+        if inner.tracking.len() >= self.capacity {
+            inner
+                .tracking
+                .retain(|_, t| t.asking || t.active.is_some_and(|(_, until)| now < until));
+            if inner.tracking.len() >= self.capacity {
+                // Starts over, entries included (they are served only while tracked). `track`s
+                // in flight still count when they answer: the registry took them.
+                inner.tracking.clear();
+                inner.entries.clear();
+                inner.generation += 1;
+            }
+        }
+        inner.seen.remove(&token);
+        inner.tracking.insert(
+            token,
+            Tracking {
+                active: None,
+                asking: true,
+            },
+        );
+        Some(ask)
+    }
+
+    /// The registry took `ask`'s `track` (its answer arrived at `answered`) for `lasts`.
+    pub fn tracked(&self, ask: TrackAsk, answered: Instant, lasts: Duration) {
+        let mut inner = self.lock();
+        if inner.tracking_epoch != ask.epoch {
+            return;
+        }
+        let t = inner.tracking.entry(ask.token).or_default();
+        t.asking = false;
+        let until = ask.sent + lasts;
+        // Without a gap only if the renewal was carried out (no later than its answer)
+        // before the previous tracking ran out.
+        let from = match t.active {
+            Some((from, previous)) if answered < previous => from,
+            _ => answered,
+        };
+        t.active = Some((from, until));
+    }
+
+    /// `ask`'s `track` failed: the token stays as it was (untracked, or tracked until its
+    /// current end), and may be asked for again.
+    pub fn not_tracked(&self, ask: TrackAsk) {
+        let mut inner = self.lock();
+        if inner.tracking_epoch != ask.epoch {
+            return;
+        }
+        if let Some(t) = inner.tracking.get_mut(&ask.token) {
+            t.asking = false;
+        }
+    }
+
+    /// The registry lost data: readers sets may be gone, so nothing is tracked any more.
+    pub fn lost_tracking(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.tracking_epoch += 1;
+        inner.entries.clear();
+        inner.tracking.clear();
+        inner.seen.clear();
     }
 
     /// Drops the token's entry: a notice of a new session, a local change, or an answer that
@@ -158,10 +314,20 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(5);
 
+    /// Reads each token twice (the doorkeeper) and confirms its `track` at `at`.
+    fn track(cache: &RemoteCache, tokens: &[TokenHash], at: Instant) {
+        for t in tokens {
+            assert!(cache.want_tracking(*t, at).is_none(), "read once");
+            let ask = cache.want_tracking(*t, at).expect("read twice");
+            cache.tracked(ask, at, TTL);
+        }
+    }
+
     #[test]
     fn answers_under_the_same_subscription_until_the_ttl() {
         let cache = RemoteCache::new(TTL, 100);
         let (t, now) = (TokenHash([1; 32]), Instant::now());
+        track(&cache, &[t], now);
         let records = vec![record(t)];
         cache.put(t, &records, cache.ticket(7, now));
         assert_eq!(cache.get(&t, 7, now), Some(records.clone()));
@@ -182,6 +348,7 @@ mod tests {
     fn a_drop_during_a_lookup_keeps_its_result_out() {
         let cache = RemoteCache::new(TTL, 100);
         let (t, other, now) = (TokenHash([1; 32]), TokenHash([2; 32]), Instant::now());
+        track(&cache, &[t], now);
         let ticket = cache.ticket(1, now);
         // A notice (for any token) arrives while the lookup is in flight.
         cache.forget(&other);
@@ -199,6 +366,7 @@ mod tests {
         let cache = RemoteCache::new(TTL, 100);
         let now = Instant::now();
         let (a, b, c) = (TokenHash([1; 32]), TokenHash([2; 32]), TokenHash([3; 32]));
+        track(&cache, &[a, b, c], now);
         cache.put(a, &[on(a, "x")], cache.ticket(1, now));
         cache.put(b, &[on(b, "y"), on(b, "x")], cache.ticket(1, now));
         cache.put(c, &[on(c, "y")], cache.ticket(1, now));
@@ -217,6 +385,7 @@ mod tests {
         let cache = RemoteCache::new(TTL, 2);
         let now = Instant::now();
         let (a, b, c) = (TokenHash([1; 32]), TokenHash([2; 32]), TokenHash([3; 32]));
+        track(&cache, &[a, b], now);
         cache.put(a, &[], cache.ticket(1, now));
         assert!(cache.is_empty());
         cache.put(a, &[record(a)], cache.ticket(1, now));
@@ -224,8 +393,115 @@ mod tests {
         // Refreshing a present token does not evict.
         cache.put(b, &[record(b)], cache.ticket(1, now));
         assert_eq!(cache.len(), 2);
+        // A third tracked token starts the tracking over, entries included.
+        track(&cache, &[c], now);
+        assert!(cache.is_empty());
         cache.put(c, &[record(c)], cache.ticket(1, now));
-        assert_eq!(cache.len(), 1);
+        cache.put(a, &[record(a)], cache.ticket(1, now));
+        assert_eq!(cache.len(), 1, "a is no longer tracked");
         assert!(cache.get(&c, 1, now).is_some());
+    }
+
+    #[test]
+    fn a_token_is_tracked_when_read_twice_within_the_ttl_and_renewed_in_its_second_half() {
+        let cache = RemoteCache::new(TTL, 100);
+        let (t, now) = (TokenHash([1; 32]), Instant::now());
+        assert!(cache.want_tracking(t, now).is_none(), "read once: no write");
+        assert!(
+            cache.want_tracking(t, now + TTL).is_none(),
+            "read again only after the TTL: still once"
+        );
+        let later = now + TTL;
+        let ask = cache
+            .want_tracking(t, later + Duration::from_secs(1))
+            .unwrap();
+        assert!(
+            cache
+                .want_tracking(t, later + Duration::from_secs(1))
+                .is_none(),
+            "one track at a time"
+        );
+        cache.not_tracked(ask);
+        let ask = cache
+            .want_tracking(t, later + Duration::from_secs(1))
+            .expect("a failed track may be asked again");
+        let at = later + Duration::from_secs(1);
+        cache.tracked(ask, at, TTL);
+        assert!(
+            cache
+                .want_tracking(t, at + TTL / 2 - Duration::from_millis(1))
+                .is_none()
+        );
+        assert!(
+            cache.want_tracking(t, at + TTL / 2).is_some(),
+            "renewed in its second half"
+        );
+    }
+
+    #[test]
+    fn only_lookups_sent_after_the_track_answered_are_stored() {
+        let cache = RemoteCache::new(TTL, 100);
+        let (t, now) = (TokenHash([1; 32]), Instant::now());
+        assert!(cache.want_tracking(t, now).is_none());
+        let ask = cache.want_tracking(t, now).unwrap();
+        // A lookup sent while the track is in flight: a registration between its read and the
+        // track would not be announced here.
+        let early = cache.ticket(1, now);
+        let answered = now + Duration::from_millis(5);
+        cache.tracked(ask, answered, TTL);
+        cache.put(t, &[record(t)], early);
+        assert_eq!(cache.get(&t, 1, answered), None);
+        cache.put(t, &[record(t)], cache.ticket(1, answered));
+        assert!(cache.get(&t, 1, answered).is_some());
+        // Served until the tracking runs out (counted from when the track was sent).
+        assert!(
+            cache
+                .get(&t, 1, now + TTL - Duration::from_millis(1))
+                .is_some()
+        );
+        assert_eq!(cache.get(&t, 1, now + TTL), None);
+    }
+
+    #[test]
+    fn a_gap_in_the_tracking_voids_what_was_cached_before_it() {
+        let cache = RemoteCache::new(TTL, 100);
+        let (t, now) = (TokenHash([1; 32]), Instant::now());
+        track(&cache, &[t], now);
+        cache.put(t, &[record(t)], cache.ticket(1, now));
+        // Renewed in time: the entry stays.
+        let renew = now + TTL / 2;
+        let ask = cache.want_tracking(t, renew).unwrap();
+        cache.tracked(ask, renew, TTL);
+        assert!(cache.get(&t, 1, now + TTL).is_none(), "the entry's own TTL");
+        assert!(
+            cache
+                .get(&t, 1, now + TTL - Duration::from_millis(1))
+                .is_some()
+        );
+        // Renewed only after it ran out: membership had a gap, so older entries are void.
+        let late = renew + TTL + Duration::from_millis(1);
+        cache.put(t, &[record(t)], cache.ticket(1, renew));
+        let ask = cache.want_tracking(t, late).unwrap();
+        cache.tracked(ask, late, TTL);
+        assert_eq!(cache.get(&t, 1, late), None);
+    }
+
+    #[test]
+    fn lost_data_drops_entries_and_tracking_and_voids_tracks_in_flight() {
+        let cache = RemoteCache::new(TTL, 100);
+        let (a, b, now) = (TokenHash([1; 32]), TokenHash([2; 32]), Instant::now());
+        track(&cache, &[a], now);
+        cache.put(a, &[record(a)], cache.ticket(1, now));
+        assert!(cache.want_tracking(b, now).is_none());
+        let in_flight = cache.want_tracking(b, now).unwrap();
+        cache.lost_tracking();
+        assert_eq!(cache.get(&a, 1, now), None);
+        cache.put(a, &[record(a)], cache.ticket(1, now));
+        assert!(cache.is_empty(), "a is no longer tracked");
+        // The track sent before the loss may have been lost with the data.
+        cache.tracked(in_flight, now, TTL);
+        cache.put(b, &[record(b)], cache.ticket(1, now));
+        assert!(cache.is_empty());
+        assert!(cache.want_tracking(a, now).is_none(), "read once again");
     }
 }

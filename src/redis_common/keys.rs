@@ -49,6 +49,25 @@ impl Keys {
         format!("{}:node:{{{}}}", self.prefix, node.0)
     }
 
+    /// The nodes that read a token's records repeatedly and cache them: told of its new
+    /// registrations (`track.lua`, `register.lua`). In the token's slot.
+    pub fn readers(&self, token: &TokenHash) -> String {
+        format!("{}:rdr:{{{}}}", self.prefix, token.to_hex())
+    }
+
+    /// A node's registration notices: a classic channel on every topology, so that
+    /// `register.lua` can publish to it from the token's slot (a sharded channel must be in the
+    /// script's slot).
+    pub fn notice_channel(&self, node: &NodeId) -> String {
+        let (before, after) = self.notice_channel_parts();
+        format!("{before}{}{after}", node.0)
+    }
+
+    /// What `register.lua` puts before and after a node id to name its notice channel.
+    pub fn notice_channel_parts(&self) -> (String, &'static str) {
+        (format!("{}:node:{{", self.prefix), "}:notices")
+    }
+
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
@@ -74,6 +93,8 @@ mod tests {
         assert_eq!(k.probe(&n), "hostie:node:{a}:probe");
         assert_eq!(k.node_channel(&n), "hostie:node:{a}");
         assert_eq!(k.events_channel(), "hostie:events");
+        assert_eq!(k.notice_channel(&n), "hostie:node:{a}:notices");
+        assert_eq!(k.readers(&h), format!("hostie:rdr:{{{}}}", "ab".repeat(32)));
         let s = SessionId(uuid::Uuid::nil());
         assert_eq!(
             Keys::member(&h, s),

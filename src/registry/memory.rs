@@ -5,21 +5,37 @@ use crate::memory_broker::{MemoryBroker, Topic};
 use crate::model::{BusMessage, NodeId, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// A map behind a `std::sync::Mutex`: nothing awaits under the lock, and every operation is a
-/// few pointer moves. An admitted registration is announced on the broker's events topic, as
-/// `register.lua` announces it on Redis.
+/// Maps behind a `std::sync::Mutex`: nothing awaits under the lock, and every operation is a
+/// few pointer moves. An admitted registration is announced to the nodes that hold the token
+/// or track it, on their broker topics, as `register.lua` announces it on Redis.
 pub struct MemoryRegistry {
     tokens: Mutex<HashMap<TokenHash, Vec<SessionRecord>>>,
+    readers: Mutex<Readers>,
+    /// How long a `track` lasts.
+    tracking_ttl: Duration,
     broker: Arc<MemoryBroker>,
 }
 
+/// Who tracks which token, until when (`track.lua`'s readers sets).
+#[derive(Default)]
+struct Readers {
+    by_token: HashMap<TokenHash, HashMap<NodeId, Instant>>,
+    /// Expired entries are swept when the map reaches this size (doubling, amortised).
+    sweep_at: usize,
+}
+
+const READERS_SWEEP_MIN: usize = 1024;
+
 impl MemoryRegistry {
-    pub fn new(broker: Arc<MemoryBroker>) -> Self {
+    pub fn new(broker: Arc<MemoryBroker>, tracking_ttl: Duration) -> Self {
         Self {
             tokens: Mutex::default(),
+            readers: Mutex::default(),
+            tracking_ttl,
             broker,
         }
     }
@@ -28,6 +44,26 @@ impl MemoryRegistry {
         // A panic while holding this lock leaves the map consistent (every mutation is a single
         // push/retain), so a poisoned lock is safe to keep using.
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn readers(&self) -> std::sync::MutexGuard<'_, Readers> {
+        // As above: single inserts and retains.
+        self.readers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token's live readers other than `except`.
+    fn readers_of(&self, token: &TokenHash, except: &NodeId) -> Vec<NodeId> {
+        let now = Instant::now();
+        let mut readers = self.readers();
+        let Some(nodes) = readers.by_token.get_mut(token) else {
+            return Vec::new();
+        };
+        nodes.retain(|_, until| *until > now);
+        let live = nodes.keys().filter(|n| *n != except).cloned().collect();
+        if nodes.is_empty() {
+            readers.by_token.remove(token);
+        }
+        live
     }
 }
 
@@ -39,7 +75,7 @@ impl Registry for MemoryRegistry {
         max_per_token: usize,
         dead: &[NodeId],
     ) -> Result<Admission, RegistryError> {
-        let shared = {
+        let (shared, told) = {
             let mut tokens = self.lock();
             let list = tokens.entry(record.token).or_default();
             list.retain(|r| !dead.contains(&r.node));
@@ -50,15 +86,44 @@ impl Registry for MemoryRegistry {
             if list.len() >= max_per_token {
                 return Ok(Admission::TokenFull);
             }
+            let mut told: HashSet<NodeId> = list
+                .iter()
+                .filter(|r| r.node != record.node)
+                .map(|r| r.node.clone())
+                .collect();
             list.push(record.clone());
-            shared
+            told.extend(
+                self.readers_of(&record.token, &record.node)
+                    .into_iter()
+                    .filter(|n| !dead.contains(n)),
+            );
+            (shared, told)
         };
         let notice = BusMessage::Registered {
             token: record.token,
             node: record.node.clone(),
         };
-        self.broker.publish(&Topic::Events, &notice);
+        for node in told {
+            self.broker.publish(&Topic::Node(node), &notice);
+        }
         Ok(Admission::Admitted { shared })
+    }
+
+    async fn track(&self, token: &TokenHash, node: &NodeId) -> Result<Duration, RegistryError> {
+        let now = Instant::now();
+        let mut readers = self.readers();
+        if readers.by_token.len() >= readers.sweep_at {
+            readers
+                .by_token
+                .retain(|_, nodes| nodes.values().any(|until| *until > now));
+            readers.sweep_at = (readers.by_token.len() * 2).max(READERS_SWEEP_MIN);
+        }
+        readers
+            .by_token
+            .entry(*token)
+            .or_default()
+            .insert(node.clone(), now + self.tracking_ttl);
+        Ok(self.tracking_ttl)
     }
 
     /// In memory a record and its node are one write: never orphaned.

@@ -13,6 +13,7 @@ use crate::model::{NodeId, RedisOp, SessionId, SessionRecord};
 use crate::protocol::TokenHash;
 use crate::redis_common::CommandError;
 use async_trait::async_trait;
+use std::time::Duration;
 
 pub use memory::MemoryRegistry;
 pub use redis::RedisRegistry;
@@ -52,6 +53,12 @@ pub trait Registry: Send + Sync + 'static {
         max_per_token: usize,
         dead: &[NodeId],
     ) -> Result<Admission, RegistryError>;
+
+    /// Tells the registry that `node` caches `token`'s records: every new registration of it
+    /// is announced to `node` (a `registered` notice on its own channel) for as long as the
+    /// returned duration, counted from when this call was made. Only lookups sent after it
+    /// returned may be cached on its strength.
+    async fn track(&self, token: &TokenHash, node: &NodeId) -> Result<Duration, RegistryError>;
 
     /// Removes exactly this session's record (fenced by id).
     async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError>;

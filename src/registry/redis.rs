@@ -27,6 +27,7 @@ static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 static REMOVE_NODE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/remove_node.lua")));
+static TRACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/track.lua")));
 static CLAIM_NODE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/claim_node.lua")));
 
@@ -104,14 +105,17 @@ impl Registry for RedisRegistry {
             node: record.node.clone(),
         }
         .encode();
+        let (channel_before, channel_after) = self.keys.notice_channel_parts();
         let mut script = REGISTER.prepare_invoke();
         script
             .key(token_key)
+            .key(self.keys.readers(&record.token))
             .arg(record.session.to_string())
             .arg(encode(record))
             .arg(max_per_token)
             .arg(&record.node.0)
-            .arg(self.keys.events_channel())
+            .arg(channel_before)
+            .arg(channel_after)
             .arg(notice);
         for node in dead {
             script.arg(&node.0);
@@ -142,6 +146,23 @@ impl Registry for RedisRegistry {
         Ok(Admission::Admitted {
             shared: admitted == 2,
         })
+    }
+
+    /// `track.lua`: the node joins the token's readers set for one heartbeat TTL (the remote
+    /// cache's lifetime).
+    async fn track(&self, token: &TokenHash, node: &NodeId) -> Result<Duration, RegistryError> {
+        let key = self.keys.readers(token);
+        let ttl = self.heartbeat_ttl;
+        self.run(RedisOp::Track, |mut conn| async move {
+            TRACK
+                .key(key)
+                .arg(&node.0)
+                .arg(ttl.as_millis() as u64)
+                .invoke_async::<()>(&mut conn)
+                .await
+        })
+        .await?;
+        Ok(ttl)
     }
 
     async fn release(&self, token: &TokenHash, session: SessionId) -> Result<(), RegistryError> {

@@ -110,7 +110,7 @@ fn memory() -> Backend {
     Backend {
         a: end("a", transport),
         b: end("b", transport),
-        registry: Arc::new(MemoryRegistry::new(broker.clone())),
+        registry: Arc::new(MemoryRegistry::new(broker.clone(), Duration::from_secs(10))),
         _redis: None,
     }
 }
@@ -233,7 +233,8 @@ async fn contract(backend: Backend) {
         "not counted as a bus request"
     );
 
-    // A registration notice reaches the other nodes, not the registering one.
+    // A registration notice reaches the nodes that track the token or hold a record of it,
+    // never the registering one nor a bystander.
     let token = TokenHash([0x5a; 32]);
     let record = SessionRecord {
         session: SessionId::new(),
@@ -246,19 +247,27 @@ async fn contract(backend: Backend) {
         source: None,
     };
     registry.register(&record, 10, &[]).await.expect("admitted");
+    registry
+        .track(&token, &NodeId("a".into()))
+        .await
+        .expect("tracked");
+    let again = SessionRecord {
+        session: SessionId::new(),
+        ..record.clone()
+    };
+    registry.register(&again, 10, &[]).await.expect("admitted");
     assert!(
         eventually(SOON, || async {
             a.owner.registrations.lock().unwrap().contains(&token)
         })
-        .await
+        .await,
+        "the tracking node is told"
     );
-    // Then one of a's: once b has heard it, b has heard its own notice too (one channel, in
-    // order), and ignored it; a ignores this one.
-    let token_of_a = TokenHash([0xa5; 32]);
+    // Then one of a's, of a token b holds: once b has heard it, b would have heard its own
+    // notices too (one channel, in order) had they been sent to it.
     let record_of_a = SessionRecord {
         session: SessionId::new(),
         node: NodeId("a".into()),
-        token: token_of_a,
         ..record
     };
     registry
@@ -269,9 +278,11 @@ async fn contract(backend: Backend) {
         eventually(SOON, || async {
             !b.owner.registrations.lock().unwrap().is_empty()
         })
-        .await
+        .await,
+        "the holding node is told"
     );
-    assert_eq!(*b.owner.registrations.lock().unwrap(), [token_of_a]);
+    assert_eq!(*b.owner.registrations.lock().unwrap(), [token]);
+    // The first registration, before a tracked the token, told nobody.
     assert_eq!(*a.owner.registrations.lock().unwrap(), [token]);
 
     // Leave fails the requests in flight to the leaving node at once, and tells the owner side.

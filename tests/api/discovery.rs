@@ -244,7 +244,7 @@ async fn fifty_concurrent_discoveries_share_one_rpc() {
 
 #[tokio::test]
 async fn in_process_cluster_routes_across_nodes() {
-    let backends = Backends::memory();
+    let backends = Backends::memory(test_config().heartbeat_ttl);
     let a = spawn_node_on(test_config(), backends.clone()).await;
     let b = spawn_node_on(test_config(), backends).await;
     let t = token("cross");

@@ -60,8 +60,8 @@ fn commands_between(log: &str, start: &str, end: &str) -> Vec<String> {
 }
 
 /// Two nodes on `url` with long timers (no heartbeat, probe or anti-entropy traffic inside the
-/// measured windows), warmed up: scripts loaded, connections made, a token routed across
-/// (its gateway returned, to keep it open).
+/// measured windows), warmed up: scripts loaded (the track script too: the token is read
+/// twice), connections made, a token routed across (its gateway returned, to keep it open).
 async fn quiet_pair(url: &str) -> (Vec<TestNode>, Gateway) {
     let pfx = prefix();
     let mut nodes = Vec::new();
@@ -77,7 +77,10 @@ async fn quiet_pair(url: &str) -> (Vec<TestNode>, Gateway) {
     let gw = Gateway::connect(nodes[0].http, GatewayOptions::new(&warm, 1))
         .await
         .unwrap();
-    assert_eq!(nodes[1].discover(&warm).await.0, 200);
+    for _ in 0..2 {
+        assert_eq!(nodes[1].discover(&warm).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     (nodes, gw)
 }
 
@@ -98,9 +101,11 @@ async fn round_trip_budget_registration_discovery_release() {
     redis.cli(&["ECHO", "m2"]);
     assert_eq!(nodes[1].discover(&t).await.0, 200);
     redis.cli(&["ECHO", "m2b"]);
-    // The registration's notice may have reached nodes[1] during that lookup, which is then not
-    // remembered; after it has surely landed, one more lookup is.
+    // Read a second time: nodes[1] asks to be told of the token's new registrations (one
+    // script, beside the discovery). A lookup sent after that answered is remembered.
+    assert_eq!(nodes[1].discover(&t).await.0, 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
+    redis.cli(&["ECHO", "m2t"]);
     assert_eq!(nodes[1].discover(&t).await.0, 200);
     redis.cli(&["ECHO", "m2c"]);
     assert_eq!(nodes[1].discover(&t).await.0, 200);
@@ -156,6 +161,13 @@ async fn round_trip_budget_registration_discovery_release() {
         discovery,
         ["HVALS", "ZSCORE", "PUBLISH", "PUBLISH"],
         "cross-node discovery: lookup (one pipeline), request, reply:\n{log}"
+    );
+    let mut second = commands_between(&log, "\"m2b\"", "\"m2t\"");
+    second.sort();
+    assert_eq!(
+        second,
+        ["EVALSHA", "HVALS", "PUBLISH", "PUBLISH", "ZSCORE"],
+        "read a second time: the discovery, and one track script beside it:\n{log}"
     );
     let repeated = commands_between(&log, "\"m2c\"", "\"m3\"");
     assert_eq!(
@@ -268,4 +280,85 @@ async fn round_trip_budget_on_a_cluster() {
         "cross-node discovery: lookup (the token's shard only), request and reply on sharded channels:\n{log}"
     );
     assert_eq!(between("m3", "m4"), ["HDEL", "SREM"], "release:\n{log}");
+}
+
+/// A registration's notice reaches only the nodes that hold a session of its token or cache its
+/// records (`hostie_registration_notices_total`), so its cost does not grow with the number of
+/// nodes; the one that caches answers the new session at once.
+async fn notices_reach_only_holders_and_readers(url: &str) {
+    let pfx = prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        let mut c = test_config();
+        c.redis_url = Some(url.to_owned());
+        c.redis_prefix = pfx.clone();
+        c.heartbeat_interval = Duration::from_millis(500);
+        c.heartbeat_ttl = Duration::from_secs(5);
+        nodes.push(spawn_node(c).await);
+    }
+    let t = token("targeted");
+    let _owner = Gateway::connect(nodes[1].http, GatewayOptions::new(&t, 1001))
+        .await
+        .unwrap();
+    // nodes[0] reads the token until it answers from its cache; nodes[3] reads it once.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            assert_eq!(nodes[0].discover(&t).await.1["port"], 1001);
+            nodes[0]
+                .metric("hostie_discovery_lookups_total{source=\"cache\"}")
+                .await
+                >= 1.0
+        })
+        .await,
+        "nodes[0] never answered from its cache"
+    );
+    assert_eq!(nodes[3].discover(&t).await.1["port"], 1001);
+    let notices = || async {
+        let mut n = Vec::new();
+        for node in &nodes {
+            n.push(node.metric("hostie_registration_notices_total").await);
+        }
+        n
+    };
+    assert_eq!(notices().await, [0.0; 4]);
+    let _newer = Gateway::connect(nodes[2].http, GatewayOptions::new(&t, 1002))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            notices().await == [1.0, 1.0, 0.0, 0.0]
+        })
+        .await,
+        "only the reader and the holder are told: {:?}",
+        notices().await
+    );
+    for node in &nodes {
+        assert_eq!(node.discover(&t).await.1["port"], 1002);
+    }
+    // A token nobody else holds or reads: its registrations tell nobody.
+    let lone = token("lone");
+    let mut lone_gateways = Vec::new();
+    for port in [2001, 2002] {
+        lone_gateways.push(
+            Gateway::connect(nodes[2].http, GatewayOptions::new(&lone, port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(notices().await, [1.0, 1.0, 0.0, 0.0]);
+}
+
+#[tokio::test]
+async fn registration_notices_reach_only_holders_and_readers() {
+    let redis = RedisServer::start();
+    notices_reach_only_holders_and_readers(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn registration_notices_reach_only_holders_and_readers_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .unwrap();
+    notices_reach_only_holders_and_readers(&cluster.hostie_url()).await;
 }

@@ -168,7 +168,14 @@ async fn model_test(registry: Arc<dyn Registry>, seed: u64) {
 #[tokio::test]
 async fn memory_registry_keeps_the_contract() {
     for seed in [1, 42, 0xDEAD_BEEF] {
-        model_test(Arc::new(MemoryRegistry::new(MemoryBroker::new())), seed).await;
+        model_test(
+            Arc::new(MemoryRegistry::new(
+                MemoryBroker::new(),
+                Duration::from_secs(10),
+            )),
+            seed,
+        )
+        .await;
     }
 }
 
