@@ -1475,6 +1475,8 @@ async fn discovery_counts(admin: SocketAddr) -> std::collections::BTreeMap<Strin
         let value: f64 = value.parse().unwrap_or(0.0);
         let key = if let Some(rest) = series.strip_prefix("hostie_discoveries_total{outcome=\"") {
             rest.trim_end_matches("\"}").to_owned()
+        } else if series.starts_with("hostie_discovery_overruns_total") {
+            "handler past the deadline".to_owned()
         } else if series.starts_with("hostie_discovery_duration_seconds_count") {
             "over 2.5 s".to_owned()
         } else if series.starts_with("hostie_discovery_duration_seconds_bucket")

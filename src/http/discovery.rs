@@ -27,10 +27,12 @@ pub async fn discover(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
             (outcome, actix_web::ResponseError::error_response(&e))
         }
     };
-    state
-        .node
-        .metrics()
-        .discovery(outcome, started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    let metrics = state.node.metrics();
+    metrics.discovery(outcome, took.as_secs_f64());
+    if took > state.node.discovery_deadline() {
+        metrics.discovery_overruns.inc();
+    }
     response
 }
 

@@ -47,6 +47,7 @@ pub struct Metrics {
     pub swept_records: IntCounter,
     pub redis_topology_changes: IntCounter,
     pub registration_notices: IntCounter,
+    pub discovery_overruns: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -252,6 +253,14 @@ impl Metrics {
                 IntCounter::new(
                     "hostie_registration_notices_total",
                     "Notices of another node's new session of a token this node holds or caches (sent only to such nodes).",
+                )
+                .expect("static metric definition"),
+            ),
+            discovery_overruns: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_discovery_overruns_total",
+                    "Discoveries whose handler took longer than the discovery deadline (--rpc-timeout); should stay 0. Time queued before the handler (an overloaded machine) is not included.",
                 )
                 .expect("static metric definition"),
             ),

@@ -117,6 +117,11 @@ impl Node {
         &self.metrics
     }
 
+    /// The whole time one discovery may take (`--rpc-timeout`).
+    pub fn discovery_deadline(&self) -> Duration {
+        self.settings.discovery_deadline
+    }
+
     pub fn live_sessions(&self) -> usize {
         self.hub.len()
     }

@@ -363,3 +363,48 @@ async fn a_hard_open_file_limit_below_max_sessions_lowers_it_with_a_warning() {
         warnings[0]
     );
 }
+
+/// A discovery whose handler is held past the deadline (here: its process stopped while the
+/// discovery waits for a silent gateway) is counted in `hostie_discovery_overruns_total`, the
+/// series the "discoveries past their deadline" alert reads; an ordinary one is not.
+#[tokio::test]
+async fn a_discovery_held_past_its_deadline_is_counted_as_an_overrun() {
+    let node = spawn_process(&["--rpc-timeout", "1s"]).await;
+    let overruns = || async {
+        reqwest::get(format!("http://{}/metrics", node.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("hostie_discovery_overruns_total "))
+            .expect("the hostie_discovery_overruns_total series")
+            .trim()
+            .to_owned()
+    };
+    let (quick, t) = (token("in-time"), token("overrun"));
+    let mut gateways = Vec::new();
+    for (t, behavior) in [(&quick, Behavior::Silent), (&t, Behavior::Silent)] {
+        gateways.push(
+            Gateway::connect(node.http, GatewayOptions::new(t, 1).behavior(behavior))
+                .await
+                .unwrap(),
+        );
+    }
+    let (status, _, took) = discover_at(node.http, &quick).await;
+    assert_eq!(status, 200, "the fallback port, at the deadline");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(overruns().await, "0");
+    // Stopped 200 ms into a discovery that waits for the gateway until the deadline: the
+    // handler resumes 1.5 s later, past it.
+    let slow = tokio::spawn(async move { discover_at(node.http, &t).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.signal(Signal::Stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.signal(Signal::Cont);
+    let (status, _, took) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(took > Duration::from_secs(1), "{took:?}");
+    assert_eq!(overruns().await, "1");
+}
