@@ -1594,9 +1594,7 @@ fn capacity_model(c: &UnitCosts, cluster_overhead: f64, anti_entropy: Duration) 
          at 70 % carries about {:.0} cold discoveries/s; a node took {:.0} new sessions/s \
          when its gateways connected at once. A Cluster's shards together were \
          measured using {:.0} % of one server's Redis CPU per warm discovery with as many nodes: \
-         the shard counts above include that. Not in these figures: every registration's notice \
-         is delivered to every node, so beyond the 8 nodes measured a registration costs Redis \
-         and each node a little more per node.\n",
+         the shard counts above include that.\n",
         thousands(per_redis_discoveries),
         thousands(per_redis_gateways),
         UTIL * 1e6 / c.node_us_per_cold.max(1e-9),
