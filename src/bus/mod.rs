@@ -48,7 +48,8 @@ pub trait PortResponder: Send + Sync + 'static {
 /// requests: [`Bus`] holds the discipline.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Starts delivering this node's channel and the events channel to `bus`.
+    /// Starts delivering this node's channels (requests and replies; its registration notices)
+    /// and the events channel to `bus`.
     fn attach(&self, bus: Weak<Bus>);
 
     /// Publishes on node `to`'s channel; how many subscribers received it (0: nobody listens

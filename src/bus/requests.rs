@@ -152,7 +152,8 @@ impl Bus {
         }
     }
 
-    /// One message from this node's channel or the events channel.
+    /// One message from this node's channels (requests, replies, its registration notices) or
+    /// the events channel (`Leave`).
     pub fn deliver(&self, message: BusMessage) {
         match message {
             BusMessage::Request {

@@ -1,4 +1,4 @@
-//! What travels on the node channels and the events channel. Plain data: session ids, token
+//! What travels on the node channels, the nodes' notice channels and the events channel. Plain data: session ids, token
 //! hashes and ports, never tokens. The JSON shape is the node-to-node format (`docs/redis.md`):
 //! nodes of two versions must understand each other during a rolling upgrade.
 

@@ -106,6 +106,8 @@ impl Node {
                 self.remote.forget(hash);
             } else {
                 self.metrics.lookup(LookupSource::Cache);
+                // Renewed while it is read: a hot token's tracking never lapses.
+                self.track_if_hot(hash);
                 let result = self.ask_in_turn(hash, cached, deadline).await;
                 if result.is_ok() || Instant::now() + self.margin() >= deadline {
                     return result;

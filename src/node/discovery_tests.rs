@@ -531,3 +531,24 @@ async fn a_starved_machine_makes_discoveries_stop_waiting_earlier() {
     assert!(took <= DEADLINE / 2, "{took:?}");
     assert!(took >= DEADLINE / 4, "{took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_read_all_along_stays_tracked_and_cached_across_ttls() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let t = token("hot");
+    cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
+    for _ in 0..35 {
+        assert_eq!(
+            port(&a.discover(&t).await),
+            Some((1001, DiscoveryOutcome::Hit))
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Three reads before the first cached answer (the doorkeeper, the track, a lookup after
+    // it), then one per cache TTL (10 s) as entries expire, at 12, 22 and 32 s: the tracking,
+    // renewed by cached answers too, never lapses (a lapse costs two lookups instead of one).
+    let registry = lookups(&a, LookupSource::Registry);
+    assert!((5..=6).contains(&registry), "{registry} lookups");
+    assert_eq!(lookups(&a, LookupSource::Cache), 35 - registry);
+}

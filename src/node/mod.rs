@@ -245,9 +245,14 @@ impl Node {
         self.remote.lost_tracking();
     }
 
-    /// After a lookup found records of `token`: tracks it if it is read often enough (see
-    /// [`remote_cache`]), from a task of its own, so that the discovery never waits for it.
+    /// After a discovery was answered from records of `token` (looked up or cached): tracks
+    /// it, or renews its tracking, if it is read often enough (see [`remote_cache`]), from a
+    /// task of its own, so that the discovery never waits for it.
     fn track_if_hot(&self, token: &TokenHash) {
+        // While the registry may be missing data, what it would announce is unsure anyway.
+        if !self.registry_trusted() {
+            return;
+        }
         let Some(ask) = self.remote.want_tracking(*token, Instant::now().into_std()) else {
             return;
         };
@@ -260,7 +265,7 @@ impl Node {
             match registry.track(&ask.token, &node).await {
                 Ok(lasts) => remote.tracked(ask, Instant::now().into_std(), lasts),
                 Err(e) => {
-                    remote.not_tracked(ask);
+                    remote.not_tracked(ask, Instant::now().into_std());
                     tracing::debug!(error = %ErrorChain(&e), "cannot track a token; its records stay uncached");
                 }
             }

@@ -55,7 +55,15 @@ struct Inner {
     tracking: HashMap<TokenHash, Tracking>,
     /// Bumped when the registry lost data: answers to `track`s sent before are void.
     tracking_epoch: u64,
+    /// `track`s sent and not answered yet (at most [`MAX_TRACKS_IN_FLIGHT`]).
+    in_flight: usize,
+    /// After a `track` failed (Redis refuses or delays writes), none is sent before this: each
+    /// would hold a shared connection until its timeout.
+    refused_until: Option<Instant>,
 }
+
+/// `track`s in flight at once: each is a write on a shared Redis connection.
+const MAX_TRACKS_IN_FLIGHT: usize = 8;
 
 struct Entry {
     records: Vec<SessionRecord>,
@@ -162,12 +170,17 @@ impl RemoteCache {
         );
     }
 
-    /// After a lookup found records of `token`: whether to send a `track` for it now. Yes
-    /// when it was read before within `ttl` and is not tracked, or its tracking is in its
-    /// second half (renewed ahead, so that a hot token never has a gap); never two at once.
+    /// After a discovery of `token` was answered from records (read from the registry, or
+    /// cached): whether to send a `track` for it now. Yes when it was read before within `ttl`
+    /// and is not tracked, or its tracking is in its second half (renewed ahead, so that a
+    /// token read all along never has a gap); never two at once for a token, never more than
+    /// [`MAX_TRACKS_IN_FLIGHT`] in all, and none for half a TTL after one failed.
     pub fn want_tracking(&self, token: TokenHash, now: Instant) -> Option<TrackAsk> {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        if inner.in_flight >= MAX_TRACKS_IN_FLIGHT || inner.refused_until.is_some_and(|t| now < t) {
+            return None;
+        }
         let ask = TrackAsk {
             token,
             epoch: inner.tracking_epoch,
@@ -181,6 +194,7 @@ impl RemoteCache {
                 return None;
             }
             t.asking = true;
+            inner.in_flight += 1;
             return Some(ask);
         }
         let read_before = inner
@@ -213,6 +227,7 @@ impl RemoteCache {
             }
         }
         inner.seen.remove(&token);
+        inner.in_flight += 1;
         inner.tracking.insert(
             token,
             Tracking {
@@ -226,6 +241,7 @@ impl RemoteCache {
     /// The registry took `ask`'s `track` (its answer arrived at `answered`) for `lasts`.
     pub fn tracked(&self, ask: TrackAsk, answered: Instant, lasts: Duration) {
         let mut inner = self.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
         if inner.tracking_epoch != ask.epoch {
             return;
         }
@@ -241,10 +257,12 @@ impl RemoteCache {
         t.active = Some((from, until));
     }
 
-    /// `ask`'s `track` failed: the token stays as it was (untracked, or tracked until its
-    /// current end), and may be asked for again.
-    pub fn not_tracked(&self, ask: TrackAsk) {
+    /// `ask`'s `track` failed at `now`: the token stays as it was (untracked, or tracked until
+    /// its current end), and no token is asked for during half a TTL.
+    pub fn not_tracked(&self, ask: TrackAsk, now: Instant) {
         let mut inner = self.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        inner.refused_until = Some(now + self.ttl / 2);
         if inner.tracking_epoch != ask.epoch {
             return;
         }
@@ -421,11 +439,20 @@ mod tests {
                 .is_none(),
             "one track at a time"
         );
-        cache.not_tracked(ask);
+        cache.not_tracked(ask, later + Duration::from_secs(1));
+        assert!(
+            cache
+                .want_tracking(
+                    t,
+                    later + Duration::from_secs(1) + TTL / 2 - Duration::from_millis(1)
+                )
+                .is_none(),
+            "nothing is asked for half a TTL after a failure"
+        );
+        let at = later + Duration::from_secs(1) + TTL / 2;
         let ask = cache
-            .want_tracking(t, later + Duration::from_secs(1))
+            .want_tracking(t, at)
             .expect("a failed track may be asked again");
-        let at = later + Duration::from_secs(1);
         cache.tracked(ask, at, TTL);
         assert!(
             cache
@@ -503,5 +530,26 @@ mod tests {
         cache.put(b, &[record(b)], cache.ticket(1, now));
         assert!(cache.is_empty());
         assert!(cache.want_tracking(a, now).is_none(), "read once again");
+    }
+
+    #[test]
+    fn at_most_a_few_tracks_are_in_flight() {
+        let cache = RemoteCache::new(TTL, 100);
+        let now = Instant::now();
+        let tokens: Vec<TokenHash> = (0..=MAX_TRACKS_IN_FLIGHT as u8)
+            .map(|i| TokenHash([i; 32]))
+            .collect();
+        let mut asks = Vec::new();
+        for t in &tokens {
+            assert!(cache.want_tracking(*t, now).is_none());
+            asks.extend(cache.want_tracking(*t, now));
+        }
+        assert_eq!(asks.len(), MAX_TRACKS_IN_FLIGHT);
+        let last = *tokens.last().unwrap();
+        assert!(cache.want_tracking(last, now).is_none(), "the cap");
+        cache.tracked(asks[0], now, TTL);
+        // Room again: the last token was not even counted as read while there was none.
+        assert!(cache.want_tracking(last, now).is_none());
+        assert!(cache.want_tracking(last, now).is_some(), "room again");
     }
 }

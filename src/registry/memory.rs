@@ -78,6 +78,12 @@ impl Registry for MemoryRegistry {
         let (shared, told) = {
             let mut tokens = self.lock();
             let list = tokens.entry(record.token).or_default();
+            // Every other holder is told, those held dead too (as `register.lua` does).
+            let mut told: HashSet<NodeId> = list
+                .iter()
+                .filter(|r| r.node != record.node)
+                .map(|r| r.node.clone())
+                .collect();
             list.retain(|r| !dead.contains(&r.node));
             let shared = list.iter().any(|r| r.node != record.node);
             if list.iter().any(|r| r.session == record.session) {
@@ -86,17 +92,8 @@ impl Registry for MemoryRegistry {
             if list.len() >= max_per_token {
                 return Ok(Admission::TokenFull);
             }
-            let mut told: HashSet<NodeId> = list
-                .iter()
-                .filter(|r| r.node != record.node)
-                .map(|r| r.node.clone())
-                .collect();
             list.push(record.clone());
-            told.extend(
-                self.readers_of(&record.token, &record.node)
-                    .into_iter()
-                    .filter(|n| !dead.contains(n)),
-            );
+            told.extend(self.readers_of(&record.token, &record.node));
             (shared, told)
         };
         let notice = BusMessage::Registered {

@@ -284,6 +284,32 @@ async fn contract(backend: Backend) {
     assert_eq!(*b.owner.registrations.lock().unwrap(), [token]);
     // The first registration, before a tracked the token, told nobody.
     assert_eq!(*a.owner.registrations.lock().unwrap(), [token]);
+    // A holder the registering node holds dead is told all the same (it may only have been
+    // paused, and would otherwise answer the token alone from its hub), though its record goes.
+    let held_dead = TokenHash([0x77; 32]);
+    let of_b = SessionRecord {
+        session: SessionId::new(),
+        node: b_id.clone(),
+        token: held_dead,
+        ..record_of_a.clone()
+    };
+    registry.register(&of_b, 10, &[]).await.expect("admitted");
+    let of_a = SessionRecord {
+        session: SessionId::new(),
+        node: NodeId("a".into()),
+        ..of_b
+    };
+    registry
+        .register(&of_a, 10, std::slice::from_ref(&b_id))
+        .await
+        .expect("admitted");
+    assert!(
+        eventually(SOON, || async {
+            b.owner.registrations.lock().unwrap().contains(&held_dead)
+        })
+        .await,
+        "the holder held dead is told"
+    );
 
     // Leave fails the requests in flight to the leaving node at once, and tells the owner side.
     let stuck = b.owner.holds(Answer::PortAfter(3, Duration::from_secs(5)));

@@ -3,10 +3,10 @@
 -- dead node's leftovers never block a reconnecting gateway.
 --
 -- Who is told (a `registered` notice on each one's notice channel, in the same atomic step as
--- the write): every other live node that holds a record of the token (its one-node fast path
--- ends, see Hub::fast_candidates) and every other node in the token's readers set (it caches
--- the token's records, see track.lua). Nobody else: the cost of a registration does not grow
--- with the number of nodes. The notice channels are classic channels, so that the script can
+-- the write): every other node that held a record of the token, dead or not (its one-node fast
+-- path ends, see Hub::fast_candidates), and every other node in the token's readers set (it
+-- caches the token's records, see track.lua). Nobody else: the cost of a registration does not
+-- grow with the number of nodes. The notice channels are classic channels, so that the script can
 -- publish to them from the token's slot on a Redis Cluster.
 --
 -- The script touches the token's two keys, both in the token's slot; the caller adds the
@@ -36,6 +36,11 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
   elseif dead[rec.node] then
     redis.call('HDEL', KEYS[1], all[i])
+    -- Told all the same: the registering node's judgement may be a heartbeat old, and a node
+    -- that was only paused answers its token from its hub until it hears of this session.
+    if rec.node ~= ARGV[4] then
+      told[rec.node] = true
+    end
   elseif rec.node ~= ARGV[4] then
     shared = 2
     told[rec.node] = true
@@ -49,7 +54,7 @@ if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 for _, reader in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if reader ~= ARGV[4] and not dead[reader] then
+  if reader ~= ARGV[4] then
     told[reader] = true
   end
 end
