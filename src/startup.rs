@@ -9,7 +9,6 @@ use crate::hub::Hub;
 use crate::memory_broker::MemoryBroker;
 use crate::metrics::Metrics;
 use crate::model::NodeId;
-use crate::node::lag::SchedulingLag;
 use crate::node::liveness::{self, LivenessSettings};
 use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
@@ -151,10 +150,6 @@ impl Application {
             drain_grace: config.drain_grace,
             registry_settle: config.heartbeat_ttl,
             session_order: config.session_order,
-            scheduling_lag: {
-                let metrics = metrics.clone();
-                SchedulingLag::start(move |lag| metrics.scheduling_lag.set(lag.as_secs_f64()))
-            },
         };
         let remote = RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS);
         let node = Node::new(settings, hub, registry, bus, remote, metrics);

@@ -13,8 +13,8 @@ use crate::model::{
 };
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -48,7 +48,6 @@ pub struct Metrics {
     pub redis_topology_changes: IntCounter,
     pub registration_notices: IntCounter,
     pub discovery_overruns: IntCounter,
-    pub scheduling_lag: Gauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -262,14 +261,6 @@ impl Metrics {
                 IntCounter::new(
                     "hostie_discovery_overruns_total",
                     "Discoveries whose handler took longer than the discovery deadline (--rpc-timeout); should stay 0. Time queued before the handler (an overloaded machine) is not included.",
-                )
-                .expect("static metric definition"),
-            ),
-            scheduling_lag: register(
-                &registry,
-                Gauge::new(
-                    "hostie_scheduling_lag_seconds",
-                    "How late this node's timers fired over the last 1-2 s (threads waiting for a CPU); discoveries keep twice this much of their deadline in reserve.",
                 )
                 .expect("static metric definition"),
             ),

@@ -162,12 +162,9 @@ impl Node {
         records
     }
 
-    /// What a discovery keeps of its deadline for answering once the candidates are asked: a
-    /// twentieth of it, plus twice the recent scheduling lag (a starved machine delays the
-    /// request before the handler and the answer after it; see [`super::lag`]), at most half.
+    /// What a discovery keeps of its deadline for answering once the candidates are asked.
     fn margin(&self) -> Duration {
-        let deadline = self.settings.discovery_deadline;
-        (deadline / 20 + self.settings.scheduling_lag.recent() * 2).min(deadline / 2)
+        self.settings.discovery_deadline / 20
     }
 
     /// Asks `candidates`, in the `--session-order`, in turn until one answers with its RPC port

@@ -8,7 +8,6 @@ use crate::hub::{Hub, SessionCmd};
 use crate::memory_broker::MemoryBroker;
 use crate::metrics::{Label, Metrics};
 use crate::model::{NodeId, RpcOutcome, SessionId};
-use crate::node::lag::SchedulingLag;
 use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
 use crate::protocol::{PeerHint, Token};
@@ -34,8 +33,6 @@ struct Cluster {
     registry: Arc<MemoryRegistry>,
     broker: Arc<MemoryBroker>,
     clock_us: std::sync::atomic::AtomicU64,
-    /// Every node's scheduling lag (none unless a test sets one).
-    lag: Arc<SchedulingLag>,
 }
 
 impl Cluster {
@@ -45,7 +42,6 @@ impl Cluster {
             registry: Arc::new(MemoryRegistry::new(broker.clone(), Duration::from_secs(10))),
             broker,
             clock_us: 1.into(),
-            lag: SchedulingLag::none(),
         }
     }
 
@@ -62,7 +58,6 @@ impl Cluster {
             drain_grace: Duration::from_secs(1),
             registry_settle: SETTLE,
             session_order: crate::model::SessionOrder::Source,
-            scheduling_lag: self.lag.clone(),
         };
         let hub = Arc::new(Hub::new(100, 0, FALLBACK_PORT, metrics.clone()));
         let remote = RemoteCache::new(Duration::from_secs(10), 100);
@@ -499,37 +494,6 @@ async fn after_the_registry_lost_data_nothing_cached_or_held_alone_is_trusted() 
     );
     assert_eq!(lookups(&a, LookupSource::Cache), 0);
     assert_eq!(lookups(&a, LookupSource::Hub), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_starved_machine_makes_discoveries_stop_waiting_earlier() {
-    let lag = Duration::from_millis(400);
-    let cluster = Cluster {
-        lag: SchedulingLag::fixed(lag),
-        ..Cluster::new()
-    };
-    let (a, b) = (cluster.node("a"), cluster.node("b"));
-    let t = token("starved");
-    cluster.gateway(&b, &t, 1, Gateway::Silent).await;
-    let (result, took) = timed(&a, &t).await;
-    assert!(result.is_ok(), "{result:?}");
-    // The margin is a twentieth of the deadline plus twice the lag.
-    let margin = DEADLINE / 20 + lag * 2;
-    assert!(
-        took <= DEADLINE - margin,
-        "waited {took:?}, past the deadline less {margin:?}"
-    );
-    assert!(took >= (DEADLINE - margin) * 8 / 10, "{took:?}");
-    // Never more than half the deadline, however starved.
-    let starved = Cluster {
-        lag: SchedulingLag::fixed(DEADLINE),
-        ..Cluster::new()
-    };
-    let (a, b) = (starved.node("a"), starved.node("b"));
-    starved.gateway(&b, &t, 1, Gateway::Silent).await;
-    let (_, took) = timed(&a, &t).await;
-    assert!(took <= DEADLINE / 2, "{took:?}");
-    assert!(took >= DEADLINE / 4, "{took:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,7 +7,6 @@
 //! drop of it is in this module) and drains. [`liveness`] is its background duty in a cluster.
 
 pub mod discovery;
-pub mod lag;
 pub mod liveness;
 pub mod remote_cache;
 
@@ -47,9 +46,6 @@ pub struct NodeSettings {
     pub registry_settle: Duration,
     /// In which order a token's sessions are asked (`--session-order`).
     pub session_order: SessionOrder,
-    /// How late this process's timers fire: discoveries keep more of their deadline in reserve
-    /// when the machine is starved of CPU ([`lag`]).
-    pub scheduling_lag: Arc<lag::SchedulingLag>,
 }
 
 #[derive(Debug, thiserror::Error)]
