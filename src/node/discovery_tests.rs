@@ -45,6 +45,11 @@ impl Cluster {
         }
     }
 
+    /// Nodes of these ids, in order.
+    fn nodes<const N: usize>(&self, ids: [&str; N]) -> [Arc<Node>; N] {
+        ids.map(|id| self.node(id))
+    }
+
     fn node(&self, id: &str) -> Arc<Node> {
         let id = NodeId(id.into());
         let metrics = Arc::new(Metrics::new("test"));
@@ -389,12 +394,7 @@ async fn no_session_is_unsure_for_the_settle_time_after_a_write_failed() {
 #[tokio::test(start_paused = true)]
 async fn a_dead_peer_is_never_asked_cached_or_not() {
     let cluster = Cluster::new();
-    let (a, b, c, d) = (
-        cluster.node("a"),
-        cluster.node("b"),
-        cluster.node("c"),
-        cluster.node("d"),
-    );
+    let [a, b, c, d] = cluster.nodes(["a", "b", "c", "d"]);
     let t = token("hung-owner");
     cluster.gateway(&c, &t, 1, Gateway::Port(1001)).await;
     // `b` hangs (a paused process): its session never answers, its bus end stays subscribed.
@@ -429,12 +429,7 @@ async fn a_dead_peer_is_never_asked_cached_or_not() {
 #[tokio::test(start_paused = true)]
 async fn a_registration_is_announced_only_to_the_nodes_that_hold_or_track_its_token() {
     let cluster = Cluster::new();
-    let (a, b, c, d) = (
-        cluster.node("a"),
-        cluster.node("b"),
-        cluster.node("c"),
-        cluster.node("d"),
-    );
+    let [a, b, c, d] = cluster.nodes(["a", "b", "c", "d"]);
     let t = token("targeted");
     cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
     // `a` reads the token often and caches it; `d` reads it once (no tracking).
