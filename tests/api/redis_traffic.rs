@@ -59,20 +59,26 @@ fn commands_between(log: &str, start: &str, end: &str) -> Vec<String> {
         .collect()
 }
 
+/// `n` nodes on `url` under a prefix of their own, with these heartbeat timers.
+async fn nodes_on(url: &str, n: usize, interval: Duration, ttl: Duration) -> Vec<TestNode> {
+    let pfx = prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let mut c = test_config();
+        c.redis_url = Some(url.to_owned());
+        c.redis_prefix = pfx.clone();
+        c.heartbeat_interval = interval;
+        c.heartbeat_ttl = ttl;
+        nodes.push(spawn_node(c).await);
+    }
+    nodes
+}
+
 /// Two nodes on `url` with long timers (no heartbeat, probe or anti-entropy traffic inside the
 /// measured windows), warmed up: scripts loaded (the track script too: the token is read
 /// twice), connections made, a token routed across (its gateway returned, to keep it open).
 async fn quiet_pair(url: &str) -> (Vec<TestNode>, Gateway) {
-    let pfx = prefix();
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let mut c = test_config();
-        c.redis_url = Some(url.to_owned());
-        c.redis_prefix = pfx.clone();
-        c.heartbeat_interval = Duration::from_secs(20);
-        c.heartbeat_ttl = Duration::from_secs(60);
-        nodes.push(spawn_node(c).await);
-    }
+    let nodes = nodes_on(url, 2, Duration::from_secs(20), Duration::from_secs(60)).await;
     let warm = token("warm");
     let gw = Gateway::connect(nodes[0].http, GatewayOptions::new(&warm, 1))
         .await
@@ -286,16 +292,7 @@ async fn round_trip_budget_on_a_cluster() {
 /// records (`hostie_registration_notices_total`), so its cost does not grow with the number of
 /// nodes; the one that caches answers the new session at once.
 async fn notices_reach_only_holders_and_readers(url: &str) {
-    let pfx = prefix();
-    let mut nodes = Vec::new();
-    for _ in 0..4 {
-        let mut c = test_config();
-        c.redis_url = Some(url.to_owned());
-        c.redis_prefix = pfx.clone();
-        c.heartbeat_interval = Duration::from_millis(500);
-        c.heartbeat_ttl = Duration::from_secs(5);
-        nodes.push(spawn_node(c).await);
-    }
+    let nodes = nodes_on(url, 4, Duration::from_millis(500), Duration::from_secs(5)).await;
     let t = token("targeted");
     let _owner = Gateway::connect(nodes[1].http, GatewayOptions::new(&t, 1001))
         .await
