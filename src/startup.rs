@@ -151,7 +151,11 @@ impl Application {
             registry_settle: config.heartbeat_ttl,
             session_order: config.session_order,
         };
-        let remote = RemoteCache::new(config.heartbeat_ttl, REMOTE_CACHE_TOKENS);
+        let remote = RemoteCache::new(
+            config.heartbeat_ttl,
+            REMOTE_CACHE_TOKENS,
+            config.redis_timeout(),
+        );
         let node = Node::new(settings, hub, registry, bus, remote, metrics);
         announce(&node).await;
 

@@ -65,7 +65,7 @@ impl Cluster {
             session_order: crate::model::SessionOrder::Source,
         };
         let hub = Arc::new(Hub::new(100, 0, FALLBACK_PORT, metrics.clone()));
-        let remote = RemoteCache::new(Duration::from_secs(10), 100);
+        let remote = RemoteCache::new(Duration::from_secs(10), 100, Duration::from_millis(500));
         Node::new(settings, hub, self.registry.clone(), bus, remote, metrics)
     }
 
@@ -510,4 +510,55 @@ async fn a_token_read_all_along_stays_tracked_and_cached_across_ttls() {
     let registry = lookups(&a, LookupSource::Registry);
     assert!((5..=6).contains(&registry), "{registry} lookups");
     assert_eq!(lookups(&a, LookupSource::Cache), 35 - registry);
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_registry_is_distrusted_hot_tokens_stay_cached_and_no_new_one_is_tracked() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let (hot, cold) = (token("hot-distrusted"), token("cold-distrusted"));
+    cluster.gateway(&b, &hot, 1, Gateway::Port(1001)).await;
+    cluster.gateway(&b, &cold, 2, Gateway::Port(1002)).await;
+    warm(&a, &hot, 1001).await;
+    let before = lookups(&a, LookupSource::Registry);
+    // Writes keep failing (the node distrusts the registry all along): renewals go on.
+    for second in 0..35 {
+        if second % 4 == 0 {
+            a.distrust_registry();
+        }
+        assert!(!a.registry_trusted());
+        assert_eq!(
+            port(&a.discover(&hot).await),
+            Some((1001, DiscoveryOutcome::Hit))
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // One lookup per cache TTL (10 s), at 10, 20 and 30 s: the tracking never lapsed.
+    let hot_lookups = lookups(&a, LookupSource::Registry) - before;
+    assert!((3..=4).contains(&hot_lookups), "{hot_lookups} lookups");
+    // A token first read now is not tracked, so never cached.
+    for _ in 0..4 {
+        assert_eq!(
+            port(&a.discover(&cold).await),
+            Some((1002, DiscoveryOutcome::Hit))
+        );
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(
+        lookups(&a, LookupSource::Registry) - before - hot_lookups,
+        4,
+        "every read of the new token went to the registry"
+    );
+    // Once the registry is trusted again, it is.
+    tokio::time::sleep(SETTLE).await;
+    assert!(a.registry_trusted());
+    warm(&a, &cold, 1002).await;
+    let cached = lookups(&a, LookupSource::Cache);
+    assert_eq!(
+        port(&a.discover(&cold).await),
+        Some((1002, DiscoveryOutcome::Hit))
+    );
+    assert_eq!(lookups(&a, LookupSource::Cache), cached + 1);
 }

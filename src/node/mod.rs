@@ -241,27 +241,28 @@ impl Node {
         self.remote.lost_tracking();
     }
 
-    /// After a discovery was answered from records of `token` (looked up or cached): tracks
-    /// it, or renews its tracking, if it is read often enough (see [`remote_cache`]), from a
-    /// task of its own, so that the discovery never waits for it.
+    /// When a discovery of `token` is answered from records (found in the registry, or
+    /// cached), before their sessions are asked: tracks it, or renews its tracking, if it is
+    /// read often enough (see [`remote_cache`]), from a task of its own, so that the discovery
+    /// never waits for it.
     fn track_if_hot(&self, token: &TokenHash) {
-        // While the registry may be missing data, what it would announce is unsure anyway.
-        if !self.registry_trusted() {
-            return;
-        }
-        let Some(ask) = self.remote.want_tracking(*token, Instant::now().into_std()) else {
+        // While the registry may be missing data (a write failed lately, or it lost data), no
+        // new token is tracked: what it would announce is unsure. Renewals go on, so that one
+        // refused write does not lapse every tracking (a loss of data drops them anyway).
+        let may_start = self.registry_trusted();
+        let Some(ask) = self
+            .remote
+            .want_tracking(*token, Instant::now().into_std(), may_start)
+        else {
             return;
         };
-        let (registry, remote, node) = (
-            self.registry.clone(),
-            self.remote.clone(),
-            self.settings.id.clone(),
-        );
+        let (registry, node) = (self.registry.clone(), self.settings.id.clone());
         tokio::spawn(async move {
-            match registry.track(&ask.token, &node).await {
-                Ok(lasts) => remote.tracked(ask, Instant::now().into_std(), lasts),
+            // `ask` gives its slot back however this task ends.
+            match registry.track(ask.token(), &node).await {
+                Ok(lasts) => ask.tracked(Instant::now().into_std(), lasts),
                 Err(e) => {
-                    remote.not_tracked(ask, Instant::now().into_std());
+                    ask.not_tracked(Instant::now().into_std());
                     tracing::debug!(error = %ErrorChain(&e), "cannot track a token; its records stay uncached");
                 }
             }

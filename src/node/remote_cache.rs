@@ -36,13 +36,16 @@
 use crate::model::{NodeId, SessionRecord};
 use crate::protocol::TokenHash;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub struct RemoteCache {
     inner: Mutex<Inner>,
     ttl: Duration,
     capacity: usize,
+    /// The pause after a first failed `track` (the Redis command timeout): it doubles with
+    /// each failure in a row, up to half a TTL.
+    retry_after: Duration,
 }
 
 #[derive(Default)]
@@ -60,10 +63,15 @@ struct Inner {
     /// After a `track` failed (Redis refuses or delays writes), none is sent before this: each
     /// would hold a shared connection until its timeout.
     refused_until: Option<Instant>,
+    /// `track`s failed in a row (the pause doubles with each).
+    failures: u32,
 }
 
 /// `track`s in flight at once: each is a write on a shared Redis connection.
 const MAX_TRACKS_IN_FLIGHT: usize = 8;
+/// Of those, the last few only renew: a burst of newly hot tokens never holds up the renewal
+/// of one already cached (its entries would go when its tracking lapses).
+const RESERVED_FOR_RENEWALS: usize = 2;
 
 struct Entry {
     records: Vec<SessionRecord>,
@@ -97,21 +105,64 @@ pub struct Ticket {
     at: Instant,
 }
 
-/// A `track` to send for `token` (see [`RemoteCache::want_tracking`]).
-#[derive(Debug, Clone, Copy)]
-pub struct TrackAsk {
-    pub token: TokenHash,
+/// A `track` to send for `token` (see [`RemoteCache::want_tracking`]): its slot among the
+/// [`MAX_TRACKS_IN_FLIGHT`] is given back by [`PendingTrack::tracked`] or
+/// [`PendingTrack::not_tracked`], or when it is dropped unanswered (the task sending it
+/// panicked, or its runtime stopped), so that no slot is ever lost.
+#[must_use = "a track not sent holds its slot until dropped"]
+pub struct PendingTrack {
+    cache: Arc<RemoteCache>,
+    token: TokenHash,
     epoch: u64,
     /// No later than the `track` was sent.
     sent: Instant,
+    settled: bool,
+}
+
+impl PendingTrack {
+    pub fn token(&self) -> &TokenHash {
+        &self.token
+    }
+
+    /// The registry took the `track` (its answer arrived at `answered`) for `lasts`.
+    pub fn tracked(mut self, answered: Instant, lasts: Duration) {
+        self.settled = true;
+        self.cache.tracked(&self, answered, lasts);
+    }
+
+    /// The `track` failed at `now`: the token stays as it was (untracked, or tracked until its
+    /// current end), and no `track` is sent for a while.
+    pub fn not_tracked(mut self, now: Instant) {
+        self.settled = true;
+        self.cache.not_tracked(&self, Some(now));
+    }
+}
+
+impl Drop for PendingTrack {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Unknown whether the registry took it: as if it had failed, without the pause.
+            self.cache.not_tracked(self, None);
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingTrack")
+            .field("token", &self.token)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RemoteCache {
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    pub fn new(ttl: Duration, capacity: usize, retry_after: Duration) -> Self {
         Self {
             inner: Mutex::default(),
             ttl,
             capacity,
+            retry_after: retry_after.min(ttl / 2),
         }
     }
 
@@ -170,32 +221,56 @@ impl RemoteCache {
         );
     }
 
-    /// After a discovery of `token` was answered from records (read from the registry, or
-    /// cached): whether to send a `track` for it now. Yes when it was read before within `ttl`
-    /// and is not tracked, or its tracking is in its second half (renewed ahead, so that a
-    /// token read all along never has a gap); never two at once for a token, never more than
-    /// [`MAX_TRACKS_IN_FLIGHT`] in all, and none for half a TTL after one failed.
-    pub fn want_tracking(&self, token: TokenHash, now: Instant) -> Option<TrackAsk> {
+    /// When a discovery of `token` is answered from records (about to be read from the
+    /// registry, or cached): whether to send a `track` for it now. Yes when its tracking is in
+    /// its second half (a renewal: renewed ahead, so that a token read all along never has a
+    /// gap), or, if `may_start`, when it was read before within `ttl` and is not tracked.
+    /// Never two at once for a token, never more than [`MAX_TRACKS_IN_FLIGHT`] in all (the
+    /// last [`RESERVED_FOR_RENEWALS`] for renewals), and none for a pause after one failed.
+    pub fn want_tracking(
+        self: &Arc<Self>,
+        token: TokenHash,
+        now: Instant,
+        may_start: bool,
+    ) -> Option<PendingTrack> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if inner.in_flight >= MAX_TRACKS_IN_FLIGHT || inner.refused_until.is_some_and(|t| now < t) {
             return None;
         }
-        let ask = TrackAsk {
+        // Built only where it is returned: dropped here, it would take the lock again.
+        let ask = |epoch| PendingTrack {
+            cache: self.clone(),
             token,
-            epoch: inner.tracking_epoch,
+            epoch,
             sent: now,
+            settled: false,
         };
+        let room_to_start =
+            may_start && inner.in_flight < MAX_TRACKS_IN_FLIGHT - RESERVED_FOR_RENEWALS;
         if let Some(t) = inner.tracking.get_mut(&token) {
-            let due = t
-                .active
-                .is_none_or(|(_, until)| until.saturating_duration_since(now) <= self.ttl / 2);
-            if t.asking || !due {
+            if t.asking {
+                return None;
+            }
+            let renewal = match t.active {
+                Some((_, until)) if now < until => {
+                    if until.saturating_duration_since(now) > self.ttl / 2 {
+                        return None;
+                    }
+                    true
+                }
+                // Lapsed, or never answered: tracking it again is a new start.
+                _ => false,
+            };
+            if !renewal && !room_to_start {
                 return None;
             }
             t.asking = true;
             inner.in_flight += 1;
-            return Some(ask);
+            return Some(ask(inner.tracking_epoch));
+        }
+        if !room_to_start {
+            return None;
         }
         let read_before = inner
             .seen
@@ -235,13 +310,13 @@ impl RemoteCache {
                 asking: true,
             },
         );
-        Some(ask)
+        Some(ask(inner.tracking_epoch))
     }
 
-    /// The registry took `ask`'s `track` (its answer arrived at `answered`) for `lasts`.
-    pub fn tracked(&self, ask: TrackAsk, answered: Instant, lasts: Duration) {
+    fn tracked(&self, ask: &PendingTrack, answered: Instant, lasts: Duration) {
         let mut inner = self.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
+        inner.failures = 0;
         if inner.tracking_epoch != ask.epoch {
             return;
         }
@@ -257,12 +332,20 @@ impl RemoteCache {
         t.active = Some((from, until));
     }
 
-    /// `ask`'s `track` failed at `now`: the token stays as it was (untracked, or tracked until
-    /// its current end), and no token is asked for during half a TTL.
-    pub fn not_tracked(&self, ask: TrackAsk, now: Instant) {
+    /// `ask`'s `track` failed at `failed`, or was dropped unanswered (`None`). After a failure
+    /// no token is asked for during a pause: the Redis timeout, doubled with each failure in a
+    /// row, at most half a TTL (a tracking renewed at its middle then still has a chance).
+    fn not_tracked(&self, ask: &PendingTrack, failed: Option<Instant>) {
         let mut inner = self.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
-        inner.refused_until = Some(now + self.ttl / 2);
+        if let Some(now) = failed {
+            let pause = self
+                .retry_after
+                .saturating_mul(1 << inner.failures.min(16))
+                .min(self.ttl / 2);
+            inner.failures = inner.failures.saturating_add(1);
+            inner.refused_until = Some(now + pause);
+        }
         if inner.tracking_epoch != ask.epoch {
             return;
         }
@@ -331,19 +414,24 @@ mod tests {
     }
 
     const TTL: Duration = Duration::from_secs(5);
+    const RETRY: Duration = Duration::from_millis(500);
+
+    fn want(cache: &Arc<RemoteCache>, token: TokenHash, at: Instant) -> Option<PendingTrack> {
+        cache.want_tracking(token, at, true)
+    }
 
     /// Reads each token twice (the doorkeeper) and confirms its `track` at `at`.
-    fn track(cache: &RemoteCache, tokens: &[TokenHash], at: Instant) {
+    fn track(cache: &Arc<RemoteCache>, tokens: &[TokenHash], at: Instant) {
         for t in tokens {
-            assert!(cache.want_tracking(*t, at).is_none(), "read once");
-            let ask = cache.want_tracking(*t, at).expect("read twice");
-            cache.tracked(ask, at, TTL);
+            assert!(want(cache, *t, at).is_none(), "read once");
+            let ask = want(cache, *t, at).expect("read twice");
+            ask.tracked(at, TTL);
         }
     }
 
     #[test]
     fn answers_under_the_same_subscription_until_the_ttl() {
-        let cache = RemoteCache::new(TTL, 100);
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let (t, now) = (TokenHash([1; 32]), Instant::now());
         track(&cache, &[t], now);
         let records = vec![record(t)];
@@ -364,7 +452,7 @@ mod tests {
 
     #[test]
     fn a_drop_during_a_lookup_keeps_its_result_out() {
-        let cache = RemoteCache::new(TTL, 100);
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let (t, other, now) = (TokenHash([1; 32]), TokenHash([2; 32]), Instant::now());
         track(&cache, &[t], now);
         let ticket = cache.ticket(1, now);
@@ -381,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_leaving_node_takes_its_tokens_along() {
-        let cache = RemoteCache::new(TTL, 100);
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let now = Instant::now();
         let (a, b, c) = (TokenHash([1; 32]), TokenHash([2; 32]), TokenHash([3; 32]));
         track(&cache, &[a, b, c], now);
@@ -400,7 +488,7 @@ mod tests {
 
     #[test]
     fn misses_are_not_stored_and_capacity_starts_over() {
-        let cache = RemoteCache::new(TTL, 2);
+        let cache = Arc::new(RemoteCache::new(TTL, 2, RETRY));
         let now = Instant::now();
         let (a, b, c) = (TokenHash([1; 32]), TokenHash([2; 32]), TokenHash([3; 32]));
         track(&cache, &[a, b], now);
@@ -422,60 +510,50 @@ mod tests {
 
     #[test]
     fn a_token_is_tracked_when_read_twice_within_the_ttl_and_renewed_in_its_second_half() {
-        let cache = RemoteCache::new(TTL, 100);
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let (t, now) = (TokenHash([1; 32]), Instant::now());
-        assert!(cache.want_tracking(t, now).is_none(), "read once: no write");
+        assert!(want(&cache, t, now).is_none(), "read once: no write");
         assert!(
-            cache.want_tracking(t, now + TTL).is_none(),
+            want(&cache, t, now + TTL).is_none(),
             "read again only after the TTL: still once"
         );
         let later = now + TTL;
-        let ask = cache
-            .want_tracking(t, later + Duration::from_secs(1))
-            .unwrap();
+        let ask = want(&cache, t, later + Duration::from_secs(1)).unwrap();
         assert!(
-            cache
-                .want_tracking(t, later + Duration::from_secs(1))
-                .is_none(),
+            want(&cache, t, later + Duration::from_secs(1)).is_none(),
             "one track at a time"
         );
-        cache.not_tracked(ask, later + Duration::from_secs(1));
+        ask.not_tracked(later + Duration::from_secs(1));
         assert!(
-            cache
-                .want_tracking(
-                    t,
-                    later + Duration::from_secs(1) + TTL / 2 - Duration::from_millis(1)
-                )
-                .is_none(),
-            "nothing is asked for half a TTL after a failure"
+            want(
+                &cache,
+                t,
+                later + Duration::from_secs(1) + RETRY - Duration::from_millis(1)
+            )
+            .is_none(),
+            "nothing is asked for a while after a failure"
         );
-        let at = later + Duration::from_secs(1) + TTL / 2;
-        let ask = cache
-            .want_tracking(t, at)
-            .expect("a failed track may be asked again");
-        cache.tracked(ask, at, TTL);
+        let at = later + Duration::from_secs(1) + RETRY;
+        let ask = want(&cache, t, at).expect("a failed track may be asked again");
+        ask.tracked(at, TTL);
+        assert!(want(&cache, t, at + TTL / 2 - Duration::from_millis(1)).is_none());
         assert!(
-            cache
-                .want_tracking(t, at + TTL / 2 - Duration::from_millis(1))
-                .is_none()
-        );
-        assert!(
-            cache.want_tracking(t, at + TTL / 2).is_some(),
+            want(&cache, t, at + TTL / 2).is_some(),
             "renewed in its second half"
         );
     }
 
     #[test]
     fn only_lookups_sent_after_the_track_answered_are_stored() {
-        let cache = RemoteCache::new(TTL, 100);
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let (t, now) = (TokenHash([1; 32]), Instant::now());
-        assert!(cache.want_tracking(t, now).is_none());
-        let ask = cache.want_tracking(t, now).unwrap();
+        assert!(want(&cache, t, now).is_none());
+        let ask = want(&cache, t, now).unwrap();
         // A lookup sent while the track is in flight: a registration between its read and the
         // track would not be announced here.
         let early = cache.ticket(1, now);
         let answered = now + Duration::from_millis(5);
-        cache.tracked(ask, answered, TTL);
+        ask.tracked(answered, TTL);
         cache.put(t, &[record(t)], early);
         assert_eq!(cache.get(&t, 1, answered), None);
         cache.put(t, &[record(t)], cache.ticket(1, answered));
@@ -491,14 +569,14 @@ mod tests {
 
     #[test]
     fn a_gap_in_the_tracking_voids_what_was_cached_before_it() {
-        let cache = RemoteCache::new(TTL, 100);
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let (t, now) = (TokenHash([1; 32]), Instant::now());
         track(&cache, &[t], now);
         cache.put(t, &[record(t)], cache.ticket(1, now));
         // Renewed in time: the entry stays.
         let renew = now + TTL / 2;
-        let ask = cache.want_tracking(t, renew).unwrap();
-        cache.tracked(ask, renew, TTL);
+        let ask = want(&cache, t, renew).unwrap();
+        ask.tracked(renew, TTL);
         assert!(cache.get(&t, 1, now + TTL).is_none(), "the entry's own TTL");
         assert!(
             cache
@@ -508,48 +586,145 @@ mod tests {
         // Renewed only after it ran out: membership had a gap, so older entries are void.
         let late = renew + TTL + Duration::from_millis(1);
         cache.put(t, &[record(t)], cache.ticket(1, renew));
-        let ask = cache.want_tracking(t, late).unwrap();
-        cache.tracked(ask, late, TTL);
+        let ask = want(&cache, t, late).unwrap();
+        ask.tracked(late, TTL);
         assert_eq!(cache.get(&t, 1, late), None);
     }
 
     #[test]
     fn lost_data_drops_entries_and_tracking_and_voids_tracks_in_flight() {
-        let cache = RemoteCache::new(TTL, 100);
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let (a, b, now) = (TokenHash([1; 32]), TokenHash([2; 32]), Instant::now());
         track(&cache, &[a], now);
         cache.put(a, &[record(a)], cache.ticket(1, now));
-        assert!(cache.want_tracking(b, now).is_none());
-        let in_flight = cache.want_tracking(b, now).unwrap();
+        assert!(want(&cache, b, now).is_none());
+        let in_flight = want(&cache, b, now).unwrap();
         cache.lost_tracking();
         assert_eq!(cache.get(&a, 1, now), None);
         cache.put(a, &[record(a)], cache.ticket(1, now));
         assert!(cache.is_empty(), "a is no longer tracked");
         // The track sent before the loss may have been lost with the data.
-        cache.tracked(in_flight, now, TTL);
+        in_flight.tracked(now, TTL);
         cache.put(b, &[record(b)], cache.ticket(1, now));
         assert!(cache.is_empty());
-        assert!(cache.want_tracking(a, now).is_none(), "read once again");
+        assert!(want(&cache, a, now).is_none(), "read once again");
     }
 
     #[test]
-    fn at_most_a_few_tracks_are_in_flight() {
-        let cache = RemoteCache::new(TTL, 100);
+    fn at_most_a_few_tracks_are_in_flight_and_the_last_ones_only_renew() {
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
         let now = Instant::now();
         let tokens: Vec<TokenHash> = (0..=MAX_TRACKS_IN_FLIGHT as u8)
             .map(|i| TokenHash([i; 32]))
             .collect();
+        let (hot, others) = tokens.split_at(RESERVED_FOR_RENEWALS);
+        track(&cache, hot, now);
         let mut asks = Vec::new();
-        for t in &tokens {
-            assert!(cache.want_tracking(*t, now).is_none());
-            asks.extend(cache.want_tracking(*t, now));
+        for t in others {
+            assert!(want(&cache, *t, now).is_none());
+            asks.extend(want(&cache, *t, now));
         }
-        assert_eq!(asks.len(), MAX_TRACKS_IN_FLIGHT);
-        let last = *tokens.last().unwrap();
-        assert!(cache.want_tracking(last, now).is_none(), "the cap");
-        cache.tracked(asks[0], now, TTL);
+        let starts = MAX_TRACKS_IN_FLIGHT - RESERVED_FOR_RENEWALS;
+        assert_eq!(asks.len(), starts, "new tokens leave the reserve alone");
+        let last = *others.last().unwrap();
+        assert!(want(&cache, last, now).is_none(), "the cap");
+        // The hot tokens' renewals still go out, into the reserve.
+        let renew = now + TTL / 2;
+        let renewals: Vec<_> = hot.iter().filter_map(|t| want(&cache, *t, renew)).collect();
+        assert_eq!(renewals.len(), RESERVED_FOR_RENEWALS);
+        drop(renewals);
+        asks.remove(0).tracked(now, TTL);
         // Room again: the last token was not even counted as read while there was none.
-        assert!(cache.want_tracking(last, now).is_none());
-        assert!(cache.want_tracking(last, now).is_some(), "room again");
+        assert!(want(&cache, last, now).is_none());
+        assert!(want(&cache, last, now).is_some(), "room again");
+    }
+
+    #[test]
+    fn a_track_dropped_unanswered_gives_its_slot_back_without_a_pause() {
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
+        let now = Instant::now();
+        let tokens: Vec<TokenHash> = (0..MAX_TRACKS_IN_FLIGHT as u8)
+            .map(|i| TokenHash([i; 32]))
+            .collect();
+        // Tasks that never finish, many times over: every slot comes back.
+        for _ in 0..3 {
+            let mut asks = Vec::new();
+            for t in &tokens {
+                want(&cache, *t, now);
+                asks.extend(want(&cache, *t, now));
+            }
+            assert_eq!(asks.len(), MAX_TRACKS_IN_FLIGHT - RESERVED_FOR_RENEWALS);
+            drop(asks);
+        }
+        // And the token may be asked for again at once, as after no answer at all.
+        let t = tokens[0];
+        let ask = want(&cache, t, now).expect("asked again");
+        ask.tracked(now, TTL);
+        cache.put(t, &[record(t)], cache.ticket(1, now));
+        assert!(cache.get(&t, 1, now).is_some());
+    }
+
+    #[test]
+    fn while_new_tracks_may_not_start_renewals_go_on() {
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
+        let (hot, cold, now) = (TokenHash([1; 32]), TokenHash([2; 32]), Instant::now());
+        track(&cache, &[hot], now);
+        cache.put(hot, &[record(hot)], cache.ticket(1, now));
+        let renew = now + TTL / 2;
+        assert!(cache.want_tracking(cold, renew, false).is_none());
+        assert!(
+            cache.want_tracking(cold, renew, false).is_none(),
+            "read twice, but not started"
+        );
+        let ask = cache
+            .want_tracking(hot, renew, false)
+            .expect("the renewal goes out");
+        ask.tracked(renew, TTL);
+        let later = now + TTL + Duration::from_secs(1);
+        assert!(
+            cache
+                .get(&hot, 1, now + TTL - Duration::from_millis(1))
+                .is_some()
+        );
+        cache.put(hot, &[record(hot)], cache.ticket(1, later));
+        assert!(cache.get(&hot, 1, later).is_some(), "tracked without a gap");
+        // A lapsed tracking is a new start.
+        let lapsed = renew + TTL;
+        assert!(cache.want_tracking(hot, lapsed, false).is_none());
+        assert!(cache.want_tracking(hot, lapsed, true).is_some());
+    }
+
+    #[test]
+    fn the_pause_after_failures_grows_and_a_success_ends_it() {
+        let cache = Arc::new(RemoteCache::new(TTL, 100, RETRY));
+        let (t, mut now) = (TokenHash([1; 32]), Instant::now());
+        want(&cache, t, now);
+        let mut pauses = Vec::new();
+        for _ in 0..5 {
+            let ask = want(&cache, t, now).expect("asked after the pause");
+            ask.not_tracked(now);
+            let failed = now;
+            while want(&cache, t, now).is_none() {
+                now += Duration::from_millis(100);
+            }
+            // (The probe that ended the wait was dropped unanswered: no pause of its own.)
+            pauses.push(now - failed);
+        }
+        let ms: Vec<u128> = pauses.iter().map(|p| p.as_millis()).collect();
+        assert_eq!(
+            ms,
+            [500, 1000, 2000, 2500, 2500],
+            "doubling, at most half a TTL"
+        );
+        let ask = want(&cache, t, now).unwrap();
+        ask.tracked(now, TTL);
+        let other = TokenHash([2; 32]);
+        want(&cache, other, now);
+        let ask = want(&cache, other, now).expect("no pause after a success");
+        ask.not_tracked(now);
+        assert!(
+            want(&cache, other, now + RETRY).is_some(),
+            "back to the first pause"
+        );
     }
 }

@@ -310,6 +310,34 @@ async fn contract(backend: Backend) {
         .await,
         "the holder held dead is told"
     );
+    // So is a reader held dead: it may only have been paused, and would serve its cache.
+    let read_by_dead = TokenHash([0x78; 32]);
+    registry
+        .track(&read_by_dead, &NodeId("a".into()))
+        .await
+        .expect("tracked");
+    let a_told = a.owner.registrations.lock().unwrap().len();
+    let of_b = SessionRecord {
+        session: SessionId::new(),
+        node: b_id.clone(),
+        token: read_by_dead,
+        ..of_a
+    };
+    registry
+        .register(&of_b, 10, &[NodeId("a".into())])
+        .await
+        .expect("admitted");
+    assert!(
+        eventually(SOON, || async {
+            a.owner.registrations.lock().unwrap().len() > a_told
+        })
+        .await,
+        "the reader held dead is told"
+    );
+    assert_eq!(
+        a.owner.registrations.lock().unwrap().last(),
+        Some(&read_by_dead)
+    );
 
     // Leave fails the requests in flight to the leaving node at once, and tells the owner side.
     let stuck = b.owner.holds(Answer::PortAfter(3, Duration::from_secs(5)));
