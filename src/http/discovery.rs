@@ -3,7 +3,8 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::model::{DiscoveryOutcome, Limit};
-use crate::protocol::Token;
+use crate::node::DiscoveryError;
+use crate::protocol::{Token, diagnose_segment};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use std::time::Instant;
@@ -22,6 +23,7 @@ pub async fn discover(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
             let outcome = match &e {
                 ApiError::Discovery(d) => d.outcome(),
                 ApiError::RateLimited { .. } => DiscoveryOutcome::RateLimited,
+                ApiError::Mistyped(_) => DiscoveryOutcome::Miss,
                 _ => DiscoveryOutcome::Error,
             };
             (outcome, actix_web::ResponseError::error_response(&e))
@@ -53,8 +55,16 @@ async fn answer(
     }
     // The raw (still percent-encoded) segment: the token is free-form and decoded exactly once.
     let raw = req.path().strip_prefix("/v0/hosties/").unwrap_or_default();
-    let token = Token::from_percent_encoded(raw).ok_or(crate::node::DiscoveryError::NotFound)?;
-    let found = state.node.discover(&token.hash()).await?;
+    // A mistyped token is said so only when it names no live session: a gateway may have
+    // registered it mistyped just the same.
+    let mistyped = || {
+        diagnose_segment(raw).map_or(ApiError::from(DiscoveryError::NotFound), ApiError::Mistyped)
+    };
+    let token = Token::from_percent_encoded(raw).ok_or_else(mistyped)?;
+    let found = match state.node.discover(&token.hash()).await {
+        Err(DiscoveryError::NotFound) => return Err(mistyped()),
+        found => found?,
+    };
     let res = HttpResponse::Ok()
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -1,7 +1,7 @@
 //! The one place where errors become HTTP status codes.
 
 use crate::node::{DiscoveryError, RegisterError};
-use crate::protocol::{ErrorAnswer, ErrorBody, ErrorStatus};
+use crate::protocol::{ErrorAnswer, ErrorBody, ErrorStatus, TokenProblem};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
@@ -24,6 +24,9 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("not a token: a discovery is GET /v0/hosties/{{token}}")]
     NotAToken,
+    /// No live session, and the token looks mistyped (see [`TokenProblem`]).
+    #[error("no live session for the token, which looks mistyped: {0:?}")]
+    Mistyped(TokenProblem),
     #[error("no such path")]
     UnknownPath,
     #[error("method not allowed")]
@@ -35,6 +38,11 @@ impl ApiError {
     pub fn error_status(&self) -> ErrorStatus {
         match self {
             Self::Discovery(DiscoveryError::NotFound) => ErrorStatus::NoSession,
+            Self::Discovery(DiscoveryError::Gone) => ErrorStatus::SessionsGone,
+            Self::Mistyped(TokenProblem::Encoding) => ErrorStatus::TokenEncoding,
+            Self::Mistyped(TokenProblem::EncodedTwice) => ErrorStatus::TokenEncodedTwice,
+            Self::Mistyped(TokenProblem::Whitespace) => ErrorStatus::TokenWhitespace,
+            Self::Mistyped(TokenProblem::Quoted) => ErrorStatus::TokenQuoted,
             Self::Discovery(DiscoveryError::Registry(_)) => ErrorStatus::RegistryUnavailable,
             Self::Discovery(DiscoveryError::Untrusted) => ErrorStatus::RegistryUnsure,
             Self::Discovery(DiscoveryError::Unreachable(_)) => ErrorStatus::OwnerUnreachable,
@@ -56,6 +64,7 @@ impl ApiError {
         matches!(
             self,
             Self::Discovery(_)
+                | Self::Mistyped(_)
                 | Self::NotAToken
                 | Self::MethodNotAllowed
                 | Self::RateLimited { .. }
@@ -66,9 +75,10 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Discovery(DiscoveryError::NotFound) | Self::NotAToken | Self::UnknownPath => {
-                StatusCode::NOT_FOUND
-            }
+            Self::Discovery(DiscoveryError::NotFound | DiscoveryError::Gone)
+            | Self::Mistyped(_)
+            | Self::NotAToken
+            | Self::UnknownPath => StatusCode::NOT_FOUND,
             Self::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Register(RegisterError::TokenFull | RegisterError::SourceFull) => {
                 StatusCode::TOO_MANY_REQUESTS

@@ -39,6 +39,10 @@ pub struct Discovered {
 pub enum DiscoveryError {
     #[error("no live session for the token")]
     NotFound,
+    /// The token has records, but every one's session is gone: closed, or on a node that died
+    /// or left.
+    #[error("no live session for the token, though it has registrations")]
+    Gone,
     #[error("cannot read the registry")]
     Registry(#[source] RegistryError),
     /// No live session was found, but the registry refused a write or lost data within the
@@ -54,7 +58,7 @@ pub enum DiscoveryError {
 impl DiscoveryError {
     pub fn outcome(&self) -> DiscoveryOutcome {
         match self {
-            Self::NotFound => DiscoveryOutcome::Miss,
+            Self::NotFound | Self::Gone => DiscoveryOutcome::Miss,
             Self::Registry(_) | Self::Untrusted => DiscoveryOutcome::Error,
             Self::Unreachable(PortError::Timeout) => DiscoveryOutcome::Timeout,
             Self::Unreachable(_) => DiscoveryOutcome::Error,
@@ -116,6 +120,7 @@ impl Node {
             }
         }
         let ticket = epoch.map(|epoch| self.remote.ticket(epoch, Instant::now().into_std()));
+        let mut registered = false;
         // Bounded by the deadline too: after cached candidates, little of it may be left.
         let lookup = tokio::time::timeout_at(deadline, self.registry.candidates(hash))
             .await
@@ -123,6 +128,7 @@ impl Node {
         let (candidates, complete) = match lookup {
             Ok(Lookup { records, complete }) => {
                 self.metrics.lookup(LookupSource::Registry);
+                registered = !records.is_empty();
                 let records = self.without_dead(records);
                 if let Some(ticket) = ticket.filter(|_| complete) {
                     self.remote.put(*hash, &records, ticket);
@@ -145,9 +151,13 @@ impl Node {
             }
         };
         match self.ask_in_turn(hash, candidates, deadline).await {
-            Err(DiscoveryError::NotFound) if !complete || !self.registry_trusted() => {
+            Err(DiscoveryError::NotFound | DiscoveryError::Gone)
+                if !complete || !self.registry_trusted() =>
+            {
                 Err(DiscoveryError::Untrusted)
             }
+            // Only records of peers held dead: gone as well.
+            Err(DiscoveryError::NotFound) if registered => Err(DiscoveryError::Gone),
             result => result,
         }
     }
@@ -238,7 +248,8 @@ impl Node {
         match (fallback, last_error) {
             (Some((record, answer)), _) => Ok(found(record, answer)),
             (None, Some(e)) => Err(DiscoveryError::Unreachable(e)),
-            (None, None) => Err(DiscoveryError::NotFound),
+            (None, None) if candidates.is_empty() => Err(DiscoveryError::NotFound),
+            (None, None) => Err(DiscoveryError::Gone),
         }
     }
 }

@@ -562,3 +562,24 @@ async fn while_the_registry_is_distrusted_hot_tokens_stay_cached_and_no_new_one_
     );
     assert_eq!(lookups(&a, LookupSource::Cache), cached + 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_with_records_but_no_live_session_is_gone_not_unknown() {
+    let cluster = Cluster::new();
+    let [a, b, c] = cluster.nodes(["a", "b", "c"]);
+    let (t, never) = (token("all-gone"), token("never-registered"));
+    cluster.gateway(&b, &t, 1, Gateway::Port(1001)).await;
+    // Its only record is of a peer held dead: never asked, and gone.
+    a.set_dead_peers([NodeId("b".into())]);
+    assert!(matches!(a.discover(&t).await, Err(DiscoveryError::Gone)));
+    assert!(matches!(
+        a.discover(&never).await,
+        Err(DiscoveryError::NotFound)
+    ));
+    assert_eq!(DiscoveryError::Gone.outcome(), DiscoveryOutcome::Miss);
+    // A node that holds nobody dead asks the owner, and finds the session.
+    assert_eq!(
+        port(&c.discover(&t).await),
+        Some((1001, DiscoveryOutcome::Hit))
+    );
+}

@@ -33,6 +33,17 @@ impl HostieAnswer {
 pub enum ErrorStatus {
     /// 404: no live session of the token anywhere in the cluster.
     NoSession,
+    /// 404: the token has registrations, but every one's session is gone (closed, or on a node
+    /// that stopped).
+    SessionsGone,
+    /// 404, no live session: the path segment is not valid percent-encoding.
+    TokenEncoding,
+    /// 404, no live session: the token still holds percent-escapes once decoded.
+    TokenEncodedTwice,
+    /// 404, no live session: the token starts or ends with whitespace.
+    TokenWhitespace,
+    /// 404, no live session: the token starts or ends with a quote, or is a `<…>` placeholder.
+    TokenQuoted,
     /// 404: `/v0/hosties/` with no token, or a path with a further `/`.
     NotAToken,
     /// 404: a path that is neither discovery, registration nor the status page.
@@ -66,6 +77,11 @@ impl ErrorStatus {
     pub fn code(self) -> &'static str {
         match self {
             Self::NoSession => "no_session",
+            Self::SessionsGone => "sessions_gone",
+            Self::TokenEncoding => "token_encoding",
+            Self::TokenEncodedTwice => "token_encoded_twice",
+            Self::TokenWhitespace => "token_whitespace",
+            Self::TokenQuoted => "token_quoted",
             Self::NotAToken => "not_a_token",
             Self::UnknownPath => "unknown_path",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -89,6 +105,28 @@ impl ErrorStatus {
                 "no puppet service (gateway) is connected with this token right now: start it, \
                  check that it uses this exact token, and look at its log for a registration error"
             }
+            Self::SessionsGone => {
+                "this token was registered, but none of its sessions is connected any more (the \
+                 gateway disconnected, or its registry node stopped): restart the gateway, or \
+                 wait for it to reconnect"
+            }
+            Self::TokenEncoding => {
+                "no session has this token, and the path is not valid percent-encoding (a '%' \
+                 not followed by two hex digits, or bytes that are not UTF-8): encode the token \
+                 once"
+            }
+            Self::TokenEncodedTwice => {
+                "no session has this token, and it still holds %-escapes once decoded: it was \
+                 percent-encoded twice; encode it once"
+            }
+            Self::TokenWhitespace => {
+                "no session has this token, and it starts or ends with whitespace (a line break \
+                 from a file, a space from a copy): remove it"
+            }
+            Self::TokenQuoted => {
+                "no session has this token, and it starts or ends with a quote, or is wrapped in \
+                 <> or {}: send the token alone"
+            }
             Self::NotAToken => "a discovery is GET /v0/hosties/{token}, the token one path segment",
             Self::UnknownPath => {
                 "discovery is GET /v0/hosties/{token}; gateways register with a WebSocket to \
@@ -98,8 +136,12 @@ impl ErrorStatus {
             Self::RateLimited => {
                 "too many discoveries from this address: retry after Retry-After seconds"
             }
-            Self::RegistryUnavailable | Self::RegistryUnsure | Self::OwnerUnreachable => {
+            Self::RegistryUnavailable | Self::RegistryUnsure => {
                 "the registry cannot tell right now: retry after Retry-After seconds"
+            }
+            Self::OwnerUnreachable => {
+                "sessions of this token are registered, but none answered in time (its gateway \
+                 or registry node is overloaded or paused): retry after Retry-After seconds"
             }
             Self::NoToken => "send the token as 'Authorization: Token <token>'",
             Self::BadHandshake => "connect with a WebSocket client",

@@ -13,4 +13,4 @@ pub use answer::{ErrorAnswer, ErrorBody, ErrorStatus, HostieAnswer};
 pub use event::{ClientEvent, EventKind, FrameError, ServerEvent};
 pub use jsonrpc::{PortReply, PortResult, RpcId};
 pub use subprotocol::{PeerHint, Subprotocol};
-pub use token::{Token, TokenHash};
+pub use token::{Token, TokenHash, TokenProblem, diagnose_segment};

@@ -77,6 +77,64 @@ impl TryFrom<String> for TokenHash {
     }
 }
 
+/// What is likely wrong with a discovery path segment that named no live session: the mistakes
+/// people make when they paste a token into a URL or a configuration file. Looks at the segment
+/// alone, never at other tokens, so a diagnosis reveals nothing the caller did not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// Not valid percent-encoding: a `%` without two hex digits after it, or escapes of bytes
+    /// that are not UTF-8.
+    Encoding,
+    /// Still holds percent-escapes once decoded: it was encoded twice.
+    EncodedTwice,
+    /// Starts or ends with whitespace: a line break read from a file, a space from a copy.
+    Whitespace,
+    /// Starts or ends with a quote, or is wrapped in the `<…>`/`{…}` of a placeholder.
+    Quoted,
+}
+
+/// Invisible characters that are not Unicode whitespace but end up around pasted tokens: a
+/// byte order mark from a file, a zero-width space from a web page.
+const INVISIBLE: [char; 3] = ['\u{feff}', '\u{200b}', '\u{2060}'];
+const QUOTES: [char; 7] = [
+    '"', '\'', '`', '\u{201c}', '\u{201d}', '\u{2018}', '\u{2019}',
+];
+
+/// The first problem of [`TokenProblem`]'s list that the raw (still percent-encoded) discovery
+/// segment has, if any.
+pub fn diagnose_segment(raw: &str) -> Option<TokenProblem> {
+    if has_escape(raw, false) {
+        return Some(TokenProblem::Encoding);
+    }
+    let Ok(token) = percent_decode_str(raw).decode_utf8() else {
+        return Some(TokenProblem::Encoding);
+    };
+    if has_escape(&token, true) {
+        return Some(TokenProblem::EncodedTwice);
+    }
+    let blank = |c: char| c.is_whitespace() || INVISIBLE.contains(&c);
+    let (first, last) = (token.chars().next()?, token.chars().next_back()?);
+    if blank(first) || blank(last) {
+        return Some(TokenProblem::Whitespace);
+    }
+    let wrapped = token.chars().count() >= 2 && matches!((first, last), ('<', '>') | ('{', '}'));
+    if QUOTES.contains(&first) || QUOTES.contains(&last) || wrapped {
+        return Some(TokenProblem::Quoted);
+    }
+    None
+}
+
+/// Whether `s` holds a `%` followed by two hex digits (`valid`), or a `%` that is not (`!valid`).
+fn has_escape(s: &str, valid: bool) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                == valid
+    })
+}
+
 impl TokenHash {
     /// The first 8 hex digits: enough to tell tokens apart in logs, useless to an attacker.
     pub fn short(&self) -> String {
@@ -169,6 +227,37 @@ mod tests {
         assert_eq!(json.len(), 66);
         assert_eq!(serde_json::from_str::<TokenHash>(&json).unwrap(), h);
         assert!(serde_json::from_str::<TokenHash>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn segments_are_diagnosed_by_what_they_hold() {
+        use TokenProblem::*;
+        for (raw, want) in [
+            ("puppet_padlocal_0123abcd", None),
+            ("insecure_11111111-2222-3333-4444-555555555555", None),
+            ("a%20b", None),
+            ("caf%C3%A9", None),
+            ("%", Some(Encoding)),
+            ("abc%2", Some(Encoding)),
+            ("abc%zz", Some(Encoding)),
+            ("abc%FF", Some(Encoding)),
+            ("abc%2520", Some(EncodedTwice)),
+            ("%2522abc%2522", Some(EncodedTwice)),
+            ("abc%0A", Some(Whitespace)),
+            ("%20abc", Some(Whitespace)),
+            ("abc%09", Some(Whitespace)),
+            ("%EF%BB%BFabc", Some(Whitespace)),
+            ("abc%E2%80%8B", Some(Whitespace)),
+            ("%22abc%22", Some(Quoted)),
+            ("%27abc", Some(Quoted)),
+            ("abc%E2%80%9D", Some(Quoted)),
+            ("%3Cabc%3E", Some(Quoted)),
+            ("%7Babc%7D", Some(Quoted)),
+            ("a%3Cb%3Ec", None),
+            ("%3C", None),
+        ] {
+            assert_eq!(diagnose_segment(raw), want, "{raw}");
+        }
     }
 
     #[test]

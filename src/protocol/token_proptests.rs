@@ -142,4 +142,40 @@ proptest! {
             prop_assert_eq!(h.to_hex(), s.to_ascii_lowercase());
         }
     }
+
+    #[test]
+    fn diagnosis_agrees_with_the_decoder_and_never_fails(s in client_text()) {
+        // Whatever the client sends: a segment the decoder refuses is an encoding problem, and
+        // only such a segment (or one with a `%` not starting an escape) is.
+        let problem = diagnose_segment(&s);
+        let undecodable = Token::from_percent_encoded(&s).is_none() && !s.is_empty();
+        if undecodable {
+            prop_assert_eq!(problem, Some(TokenProblem::Encoding));
+        }
+        let stray = s.bytes().enumerate().any(|(i, c)| {
+            c == b'%' && !(s.as_bytes().get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && s.as_bytes().get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        prop_assert_eq!(problem == Some(TokenProblem::Encoding), undecodable || stray);
+    }
+
+    #[test]
+    fn a_clean_token_encoded_once_has_no_problem_and_each_mistake_is_named(
+        // What real tokens look like: letters, digits, `_`, `-`, `.`, `:`, `=` and the like.
+        t in "[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,40}[A-Za-z0-9]",
+        blank in prop::sample::select(vec![" ", "\n", "\r\n", "\t", "\u{a0}", "\u{feff}"]),
+        quote in prop::sample::select(vec![("\"", "\""), ("'", "'"), ("\u{201c}", "\u{201d}"), ("<", ">"), ("{", "}")]),
+    ) {
+        let once = |t: &str| utf8_percent_encode(t, NON_ALPHANUMERIC).to_string();
+        prop_assert_eq!(diagnose_segment(&once(&t)), None);
+        prop_assert_eq!(diagnose_segment(&t), None, "sent unencoded");
+        for mistaken in [format!("{t}{blank}"), format!("{blank}{t}")] {
+            prop_assert_eq!(diagnose_segment(&once(&mistaken)), Some(TokenProblem::Whitespace));
+        }
+        let quoted = format!("{}{t}{}", quote.0, quote.1);
+        prop_assert_eq!(diagnose_segment(&once(&quoted)), Some(TokenProblem::Quoted));
+        if !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            prop_assert_eq!(diagnose_segment(&once(&once(&t))), Some(TokenProblem::EncodedTwice));
+        }
+    }
 }

@@ -88,6 +88,50 @@ async fn sigkilled_node_is_failed_over_and_its_gateways_come_back_elsewhere() {
     assert_eq!(redis.cli(&["ZCARD", &format!("{pfx}:nodes")]).trim(), "2");
 }
 
+/// A token whose registrations outlive their sessions (their node was killed, its records not
+/// yet swept) is a 404 that says so, unlike a token never registered.
+#[tokio::test]
+async fn a_token_whose_sessions_are_all_gone_is_a_404_that_says_so() {
+    let redis = RedisServer::start();
+    let pfx = prefix();
+    let url = redis.url();
+    // A long TTL: the killed node's records stay in Redis for the whole test.
+    let victim = spawn_process(&[
+        "--redis-url",
+        &url,
+        "--redis-prefix",
+        &pfx,
+        "--heartbeat-ttl",
+        "60s",
+    ])
+    .await;
+    let mut config = cluster_config(&redis, &pfx);
+    config.heartbeat_ttl = Duration::from_secs(60);
+    let survivor = spawn_node(config).await;
+    let t = token("gone");
+    let gw = Gateway::connect(victim.http, GatewayOptions::new(&t, 5353))
+        .await
+        .unwrap();
+    assert_eq!(survivor.discover(&t).await.1["port"], 5353);
+    victim.signal(Signal::Kill);
+    assert!(gw.closed_within(Duration::from_secs(2)).await.is_some());
+    let (status, body) = survivor.discover(&t).await;
+    assert_eq!(status, 404, "{body}");
+    assert_zero_answer_fields(&body, "gone");
+    assert_eq!(body["status"], "sessions_gone", "{body}");
+    let (status, body) = survivor.discover(&token("never")).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (404, &serde_json::json!("no_session"))
+    );
+    assert_eq!(
+        survivor
+            .metric("hostie_discoveries_total{outcome=\"miss\"}")
+            .await,
+        2.0
+    );
+}
+
 #[tokio::test]
 async fn sigterm_drains_a_cluster_node_without_waiting_for_its_ttl() {
     let redis = RedisServer::start();

@@ -107,6 +107,85 @@ async fn percent_encoded_token_is_decoded_once() {
     assert_eq!(node.discover("tok%2Ben%25").await.1["port"], 4141);
 }
 
+/// A 404 says why when the token looks mistyped, from the segment alone: the body for a quoted
+/// token whose unquoted form is live is the same, byte for byte, as for one that is not.
+#[tokio::test]
+async fn a_404_says_when_the_token_looks_mistyped_and_reveals_nothing_else() {
+    let node = spawn_node(test_config()).await;
+    let t = token("mistyped");
+    let _gw = Gateway::connect(node.http, GatewayOptions::new(&t, 5151))
+        .await
+        .unwrap();
+    let never = token("never");
+    let cases = [
+        (
+            format!("%22{t}%22"),
+            format!("%22{never}%22"),
+            "token_quoted",
+        ),
+        (
+            format!("%E2%80%9C{t}%E2%80%9D"),
+            format!("%3C{never}%3E"),
+            "token_quoted",
+        ),
+        (format!("{t}%0A"), format!("{never}%0A"), "token_whitespace"),
+        (
+            format!("%20{t}"),
+            format!("{never}%0D%0A"),
+            "token_whitespace",
+        ),
+        (
+            format!("%EF%BB%BF{t}"),
+            format!("%EF%BB%BF{never}"),
+            "token_whitespace",
+        ),
+        (
+            format!("{t}%2520"),
+            format!("{never}%2520"),
+            "token_encoded_twice",
+        ),
+        (format!("{t}%zz"), format!("{never}%2"), "token_encoding"),
+        (format!("{t}%FF"), format!("{never}%C3"), "token_encoding"),
+        (never.clone(), "insecure_nobody".to_owned(), "no_session"),
+    ];
+    for (near_live, unrelated, status) in &cases {
+        let mut bodies = Vec::new();
+        for segment in [near_live, unrelated] {
+            let res = node
+                .client
+                .get(node.url(&format!("/v0/hosties/{segment}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 404, "{segment}");
+            assert_eq!(res.headers()["content-type"], "application/json");
+            let body = res.text().await.unwrap();
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_zero_answer_fields(&json, segment);
+            assert_eq!(json["status"], *status, "{segment}: {body}");
+            assert!(json["hint"].as_str().is_some_and(|h| h.len() > 20));
+            assert!(!body.contains(&t) && !body.contains(&never), "{body}");
+            bodies.push(body);
+        }
+        assert_eq!(
+            bodies[0], bodies[1],
+            "the live token's neighbour shows nothing of it"
+        );
+    }
+    assert_eq!(
+        node.metric("hostie_discoveries_total{outcome=\"miss\"}")
+            .await,
+        2.0 * cases.len() as f64
+    );
+    // A gateway that registered the token quoted is found quoted.
+    let quoted = format!("\"{}\"", token("quoted"));
+    let _gw2 = Gateway::connect(node.http, GatewayOptions::new(&quoted, 5252))
+        .await
+        .unwrap();
+    let (status, body) = node.discover(&quoted.replace('"', "%22")).await;
+    assert_eq!((status, body["port"].as_u64()), (200, Some(5252)), "{body}");
+}
+
 #[tokio::test]
 async fn custom_host_field_wins() {
     let node = spawn_node(test_config()).await;
