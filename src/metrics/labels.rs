@@ -107,6 +107,7 @@ impl Label for RedisOp {
             Self::Subscribe => "subscribe",
             Self::Probe => "probe",
             Self::Track => "track",
+            Self::Stats => "stats",
         }
     }
 }

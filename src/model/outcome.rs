@@ -146,10 +146,12 @@ pub enum RedisOp {
     Probe,
     /// Asking to be told of a token's new registrations (the remote cache).
     Track,
+    /// Reading every node's figures for the cluster status page.
+    Stats,
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 11] = [
+    pub const ALL: [RedisOp; 12] = [
         Self::Register,
         Self::Release,
         Self::Lookup,
@@ -161,5 +163,6 @@ impl RedisOp {
         Self::Subscribe,
         Self::Probe,
         Self::Track,
+        Self::Stats,
     ];
 }

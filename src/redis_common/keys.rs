@@ -40,6 +40,13 @@ impl Keys {
         format!("{}:nodes", self.prefix)
     }
 
+    /// Each node's figures for the cluster status page, written by its heartbeat. The hash
+    /// tag is the heartbeats key's whole name: the same Cluster slot, so one script writes
+    /// both.
+    pub fn node_stats(&self) -> String {
+        format!("{{{}}}:stats", self.nodes())
+    }
+
     /// Written by readiness checks: a write that fails when Redis refuses writes.
     pub fn probe(&self, node: &NodeId) -> String {
         format!("{}:node:{{{}}}:probe", self.prefix, node.0)

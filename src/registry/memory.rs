@@ -1,6 +1,6 @@
 //! In-memory registry: the embedded single-node mode, and in-process clusters in tests.
 
-use super::{Admission, Heartbeat, Lookup, Registry, RegistryError};
+use super::{Admission, Heartbeat, Lookup, NodeStats, Registry, RegistryError};
 use crate::memory_broker::{MemoryBroker, Topic};
 use crate::model::{BusMessage, NodeId, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// or track it, on their broker topics, as `register.lua` announces it on Redis.
 pub struct MemoryRegistry {
     tokens: Mutex<HashMap<TokenHash, Vec<SessionRecord>>>,
+    /// Each node's last figures (in-process nodes have no heartbeat to expire them).
+    stats: Mutex<HashMap<NodeId, NodeStats>>,
     readers: Mutex<Readers>,
     /// How long a `track` lasts.
     tracking_ttl: Duration,
@@ -34,6 +36,7 @@ impl MemoryRegistry {
     pub fn new(broker: Arc<MemoryBroker>, tracking_ttl: Duration) -> Self {
         Self {
             tokens: Mutex::default(),
+            stats: Mutex::default(),
             readers: Mutex::default(),
             tracking_ttl,
             broker,
@@ -189,5 +192,17 @@ impl Registry for MemoryRegistry {
             }
         }
         Ok(())
+    }
+
+    fn set_stats(&self, node: &NodeId, stats: &NodeStats) {
+        let mut all = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(node.clone(), stats.clone());
+    }
+
+    async fn cluster_stats(&self) -> Result<Vec<(NodeId, NodeStats)>, RegistryError> {
+        let all = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = all.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        out.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        Ok(out)
     }
 }

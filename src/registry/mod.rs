@@ -43,6 +43,17 @@ pub enum RegistryError {
     Deadline,
 }
 
+/// A node's figures for the cluster status page, carried by its heartbeats (JSON in Redis).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStats {
+    pub version: String,
+    /// Live sessions (WebSocket registrations) on the node.
+    pub sessions: u64,
+    /// Discoveries per second the node answered, over its last few seconds.
+    pub discovery_rate: f64,
+    pub draining: bool,
+}
+
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
     /// Records a session unless its token already has `max_per_token` sessions, not counting
@@ -91,6 +102,13 @@ pub trait Registry: Send + Sync + 'static {
     /// Writes these records again, whatever the backend lost (restart, flush, failover).
     /// Never checks caps: these sessions are already live.
     async fn reassert(&self, records: &[SessionRecord]) -> Result<(), RegistryError>;
+
+    /// What `node`'s heartbeats carry for the cluster status page from now on (the Redis
+    /// registry writes it with its next heartbeat, in the same script).
+    fn set_stats(&self, node: &NodeId, stats: &NodeStats);
+
+    /// Every live node's figures, as its last heartbeat carried them, by node id.
+    async fn cluster_stats(&self) -> Result<Vec<(NodeId, NodeStats)>, RegistryError>;
 }
 
 /// What a lookup read.

@@ -9,7 +9,7 @@
 //! wall time. Only removing a node's records differs: one atomic script on one Redis, a
 //! claim/delete/finish sequence on a Cluster (`lua/claim_node.lua`).
 
-use super::{Admission, Heartbeat, Lookup, Registry, RegistryError};
+use super::{Admission, Heartbeat, Lookup, NodeStats, Registry, RegistryError};
 use crate::metrics::Metrics;
 use crate::model::{BusMessage, NodeId, RedisOp, SessionId, SessionRecord, newest_first};
 use crate::protocol::TokenHash;
@@ -19,12 +19,13 @@ use async_trait::async_trait;
 use redis::{Cmd, Script};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/register.lua")));
 static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+static STATS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/stats.lua")));
 static REMOVE_NODE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/remove_node.lua")));
 static TRACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/track.lua")));
@@ -42,6 +43,8 @@ pub struct RedisRegistry {
     node: NodeId,
     heartbeat_ttl: Duration,
     metrics: Arc<Metrics>,
+    /// This node's figures (JSON) for its next heartbeats; empty until set.
+    stats: Mutex<String>,
 }
 
 impl RedisRegistry {
@@ -58,6 +61,7 @@ impl RedisRegistry {
             node,
             heartbeat_ttl,
             metrics,
+            stats: Mutex::default(),
         }
     }
 
@@ -284,14 +288,17 @@ impl Registry for RedisRegistry {
     }
 
     async fn heartbeat(&self, node: &NodeId) -> Result<Heartbeat, RegistryError> {
-        let nodes_key = self.keys.nodes();
+        let (nodes_key, stats_key) = (self.keys.nodes(), self.keys.node_stats());
         let ttl_ms = self.heartbeat_ttl.as_millis() as u64;
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let beat = self.run(RedisOp::Heartbeat, |mut conn| async move {
             HEARTBEAT
                 .key(nodes_key)
+                .key(stats_key)
                 .arg(&node.0)
                 .arg(ttl_ms)
                 .arg(DEAD_PER_BEAT)
+                .arg(stats)
                 .invoke_async::<Vec<redis::Value>>(&mut conn)
                 .await
         });
@@ -330,6 +337,31 @@ impl Registry for RedisRegistry {
             alive: int(reply.get(1)).max(0) as usize,
             dead,
         })
+    }
+
+    fn set_stats(&self, _node: &NodeId, stats: &NodeStats) {
+        let json = serde_json::to_string(stats).expect("figures of strings and numbers serialize");
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = json;
+    }
+
+    async fn cluster_stats(&self) -> Result<Vec<(NodeId, NodeStats)>, RegistryError> {
+        let (nodes_key, stats_key) = (self.keys.nodes(), self.keys.node_stats());
+        let pairs: Vec<(String, String)> = self
+            .run(RedisOp::Stats, |mut conn| async move {
+                STATS
+                    .key(nodes_key)
+                    .key(stats_key)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        // Figures a node of another version wrote in another shape are left out, not fatal.
+        let mut out: Vec<(NodeId, NodeStats)> = pairs
+            .into_iter()
+            .filter_map(|(node, json)| Some((NodeId(node), serde_json::from_str(&json).ok()?)))
+            .collect();
+        out.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        Ok(out)
     }
 
     async fn sweep(&self, dead: &NodeId) -> Result<usize, RegistryError> {
