@@ -3,7 +3,7 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::hub::SESSION_QUEUE;
-use crate::model::{RegistrationResult, SessionId, SessionRecord, source_of};
+use crate::model::{HostFrom, RegistrationResult, SessionId, SessionRecord, source_of};
 use crate::node::RegisterError;
 use crate::protocol::{Subprotocol, Token};
 use crate::session::Session;
@@ -82,10 +82,22 @@ async fn upgrade(
     }
 
     let client_ip = state.client_ip(req);
-    let host = match subprotocol.as_ref().and_then(|s| s.host.clone()) {
-        Some(custom) => custom,
-        None => client_ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string()),
+    let peer_ip = req.peer_addr().map(|a| a.ip());
+    let (host, host_from) = match subprotocol.as_ref().and_then(|s| s.host.clone()) {
+        Some(custom) => (custom, HostFrom::Gateway),
+        None => (
+            client_ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string()),
+            if client_ip.is_some() && client_ip != peer_ip {
+                HostFrom::Forwarded
+            } else {
+                HostFrom::Peer
+            },
+        ),
     };
+    let rejected_host = subprotocol.as_ref().is_some_and(|s| s.rejected_host);
+    if rejected_host {
+        node.metrics().rejected_hosts.inc();
+    }
     let record = Arc::new(SessionRecord {
         session: SessionId::new(),
         node: node.id().clone(),
@@ -97,6 +109,9 @@ async fn upgrade(
             .as_ref()
             .map_or(crate::protocol::PeerHint::Ask, |s| s.peer),
         source: client_ip.map(source_of),
+        host_from: Some(host_from),
+        rejected_host,
+        version: subprotocol.as_ref().and_then(|s| s.version.clone()),
     });
     let discoverable = subprotocol
         .as_ref()
@@ -111,6 +126,7 @@ async fn upgrade(
         port_hint = record.port_hint,
         discoverable,
         client_id = subprotocol.as_ref().and_then(|s| s.client_id.as_deref()),
+        rejected_host,
         "session registered"
     );
     let frames = frames

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub redis_topology_changes: IntCounter,
     pub registration_notices: IntCounter,
     pub discovery_overruns: IntCounter,
+    pub rejected_hosts: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -264,6 +265,14 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            rejected_hosts: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_rejected_hosts_total",
+                    "Registrations whose gateway offered a custom host that is neither an IP address nor a DNS name; the client address was advertised instead.",
+                )
+                .expect("static metric definition"),
+            ),
             registry,
         };
         m.touch_label_sets();
@@ -337,6 +346,14 @@ impl Metrics {
         self.discovery_seconds
             .with_label_values(&[o.label()])
             .observe(seconds);
+    }
+
+    /// Discoveries answered since start, whatever the outcome.
+    pub fn discoveries_answered(&self) -> u64 {
+        DiscoveryOutcome::ALL
+            .iter()
+            .map(|o| self.discoveries.with_label_values(&[o.label()]).get())
+            .sum()
     }
 
     pub fn lookup(&self, s: LookupSource) {

@@ -21,4 +21,4 @@ pub use outcome::{
     CloseReason, DiscoveryOutcome, Limit, LookupSource, RedisOp, RegistrationResult,
 };
 pub use port::{PortAnswer, PortError, PortSource, RpcOutcome};
-pub use record::{SessionOrder, SessionRecord, newest_first, order, source_of};
+pub use record::{HostFrom, SessionOrder, SessionRecord, newest_first, order, source_of};

@@ -24,6 +24,28 @@ pub struct SessionRecord {
     /// order policy and the per-source cap. Absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Where `host` came from, for the token's page. Absent in records written before it
+    /// existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_from: Option<HostFrom>,
+    /// The gateway offered a custom host that is neither an IP address nor a DNS name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejected_host: bool,
+    /// The version field of the gateway's subprotocol (`io|<version>|…`), for the token's page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Where a session's advertised host came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostFrom {
+    /// The gateway named it (the subprotocol's host field).
+    Gateway,
+    /// A trusted proxy's forwarding header (`--trusted-proxies`).
+    Forwarded,
+    /// The connection's peer address.
+    Peer,
 }
 
 /// The source of a client address: an IPv4 address itself; for IPv6, its /64 network, which
@@ -95,6 +117,9 @@ mod tests {
             port_hint: None,
             peer: PeerHint::Ask,
             source: source.map(str::to_owned),
+            host_from: None,
+            rejected_host: false,
+            version: None,
         }
     }
 

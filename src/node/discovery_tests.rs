@@ -90,6 +90,9 @@ impl Cluster {
             port_hint: Some(hint),
             peer: PeerHint::Ask,
             source: None,
+            host_from: None,
+            rejected_host: false,
+            version: None,
         };
         let (tx, mut rx) = mpsc::channel(8);
         node.register(Arc::new(record.clone()), true, tx)

@@ -410,6 +410,9 @@ mod tests {
             port_hint: Some(1),
             peer: PeerHint::Ask,
             source: None,
+            host_from: None,
+            rejected_host: false,
+            version: None,
         }
     }
 

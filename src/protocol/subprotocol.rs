@@ -22,9 +22,14 @@ pub struct Subprotocol {
     /// The value exactly as offered, for the echo.
     pub raw: String,
     pub protocol: String,
+    /// The protocol version (`0.0.1`), when present and at most 32 bytes.
+    pub version: Option<String>,
     pub client_id: Option<String>,
     /// A custom host the client asks to be discovered at (validated as an IP or a host name).
     pub host: Option<String>,
+    /// A custom host was offered but is neither (a bare number, a URL, garbage): the client
+    /// address stands in for it, and the token's page says so.
+    pub rejected_host: bool,
     /// The service port, when it is a valid port.
     pub port: Option<u16>,
     pub peer: PeerHint,
@@ -49,8 +54,10 @@ impl Subprotocol {
         Self {
             raw: raw.to_owned(),
             protocol: fields[0].to_owned(),
+            version: field(1).filter(|v| v.len() <= 32).map(str::to_owned),
             client_id: field(2).map(str::to_owned),
             host: field(3).filter(|h| is_valid_host(h)).map(str::to_owned),
+            rejected_host: field(3).is_some_and(|h| !is_valid_host(h)),
             port: port_field.and_then(parse_port),
             peer,
         }
@@ -72,11 +79,18 @@ pub fn parse_port(v: &str) -> Option<u16> {
 }
 
 /// An IP address or an RFC 1123 host name; anything else is ignored rather than handed to SDKs.
-fn is_valid_host(h: &str) -> bool {
+/// A name whose last label is all digits is not a DNS name (no top-level domain is numeric,
+/// RFC 3696 §2): `12345` or `10.0.0.256` would be read as a malformed address.
+pub fn is_valid_host(h: &str) -> bool {
     if h.parse::<IpAddr>().is_ok() {
         return true;
     }
-    h.len() <= 253
+    let numeric_tld = h
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+    !numeric_tld
+        && h.len() <= 253
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -101,6 +115,34 @@ mod tests {
         assert_eq!(s.port, Some(18789));
         assert_eq!(s.peer, PeerHint::Ask);
         assert!(s.is_discoverable());
+    }
+
+    #[test]
+    fn a_host_that_is_neither_an_address_nor_a_name_is_rejected_and_flagged() {
+        for bad in [
+            "12345",
+            "10.0.0.256",
+            "1.2.3",
+            "http://203.0.113.7",
+            "203.0.113.7:18789",
+            "a b",
+            "gw_1.example.com",
+        ] {
+            let s = Subprotocol::parse(&format!("io|0.0.1|id|{bad}|18789"));
+            assert_eq!((s.host.as_deref(), s.rejected_host), (None, true), "{bad}");
+        }
+        for good in [
+            "gw.example.com",
+            "203.0.113.7",
+            "::1",
+            "localhost",
+            "1a.example.com",
+        ] {
+            let s = Subprotocol::parse(&format!("io|0.0.1|id|{good}|18789"));
+            assert_eq!((s.host.as_deref(), s.rejected_host), (Some(good), false));
+        }
+        let s = Subprotocol::parse("io|0.0.1|id||18789");
+        assert!(!s.rejected_host, "absent is not rejected");
     }
 
     #[test]

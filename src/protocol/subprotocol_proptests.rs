@@ -64,13 +64,21 @@ fn host_field() -> impl Strategy<Value = (String, bool)> {
                 .map(|(l, _)| l)
                 .collect::<Vec<_>>()
                 .join(".");
-            let valid = valid && host.len() <= 253;
+            // The last label all digits: a malformed address, not a name.
+            let numeric_tld = host
+                .rsplit('.')
+                .next()
+                .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+            let valid = valid && host.len() <= 253 && !numeric_tld;
             (host, valid)
         }),
+        "[0-9]{1,6}(\\.[0-9]{1,4}){0,4}"
+            .prop_filter("not an address", |h| h.parse::<IpAddr>().is_err())
+            .prop_map(|h| (h, false)),
         // Around the 253-character limit: three 63-character labels and one of 59..=63.
         (prop::collection::vec("[a-z0-9]{63}", 3), "[a-z0-9]{59,63}").prop_map(|(labels, last)| {
             let host = format!("{}.{last}", labels.join("."));
-            let valid = host.len() <= 253;
+            let valid = host.len() <= 253 && !last.bytes().all(|b| b.is_ascii_digit());
             (host, valid)
         }),
     ]
@@ -138,8 +146,10 @@ proptest! {
         prop_assert_eq!(s, Subprotocol {
             raw: raw.clone(),
             protocol: "io".into(),
+            version: Some(version),
             client_id: Some(client_id),
             host: None,
+            rejected_host: false,
             port: None,
             peer: PeerHint::Ask,
         });
@@ -159,6 +169,7 @@ proptest! {
         if let Some(h) = &s.host {
             prop_assert_eq!(Some(h.as_str()), present(3));
         }
+        prop_assert_eq!(s.rejected_host, present(3).is_some() && s.host.is_none());
         let no_peer = fields.len() >= 5 && present(4).is_none();
         prop_assert_eq!(s.peer == PeerHint::NoPeer, no_peer);
     }
@@ -168,6 +179,7 @@ proptest! {
         prop_assert_eq!(is_valid_host(&host), valid, "{:?}", host);
         let s = Subprotocol::parse(&format!("io|0.0.1|id|{host}|1"));
         prop_assert_eq!(s.host.is_some(), valid);
+        prop_assert_eq!(s.rejected_host, !valid && !host.is_empty());
     }
 
     #[test]

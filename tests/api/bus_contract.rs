@@ -245,6 +245,9 @@ async fn contract(backend: Backend) {
         port_hint: None,
         peer: PeerHint::Ask,
         source: None,
+        host_from: None,
+        rejected_host: false,
+        version: None,
     };
     registry.register(&record, 10, &[]).await.expect("admitted");
     registry

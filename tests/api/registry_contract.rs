@@ -39,6 +39,9 @@ fn record(token: TokenHash, node: &NodeId, at: u64) -> SessionRecord {
         port_hint: Some(18789),
         peer: PeerHint::Ask,
         source: None,
+        host_from: None,
+        rejected_host: false,
+        version: None,
     }
 }
 
