@@ -1,9 +1,9 @@
 //! `GET|HEAD /v0/hosties/{token}`.
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, pages};
 use crate::model::{DiscoveryOutcome, Limit};
-use crate::node::DiscoveryError;
+use crate::node::{Discovered, DiscoveryError, TokenSessions};
 use crate::protocol::{Token, diagnose_segment};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -55,19 +55,65 @@ async fn answer(
     }
     // The raw (still percent-encoded) segment: the token is free-form and decoded exactly once.
     let raw = req.path().strip_prefix("/v0/hosties/").unwrap_or_default();
+    if pages::wants_html(req.headers()) {
+        return Ok(token_page(req, state, raw).await);
+    }
+    let found = resolve(state, raw).await?;
+    let res = HttpResponse::Ok()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(found.answer);
+    Ok((found.outcome, res))
+}
+
+/// The discovery of the raw segment `raw`, as an API client gets it.
+async fn resolve(state: &AppState, raw: &str) -> Result<Discovered, ApiError> {
     // A mistyped token is said so only when it names no live session: a gateway may have
     // registered it mistyped just the same.
     let mistyped = || {
         diagnose_segment(raw).map_or(ApiError::from(DiscoveryError::NotFound), ApiError::Mistyped)
     };
     let token = Token::from_percent_encoded(raw).ok_or_else(mistyped)?;
-    let found = match state.node.discover(&token.hash()).await {
-        Err(DiscoveryError::NotFound) => return Err(mistyped()),
-        found => found?,
+    match state.node.discover(&token.hash()).await {
+        Err(DiscoveryError::NotFound) => Err(mistyped()),
+        found => Ok(found?),
+    }
+}
+
+/// A browser on a discovery URL: the same discovery, explained (see [`pages`]), with the same
+/// status code.
+async fn token_page(
+    req: &HttpRequest,
+    state: &AppState,
+    raw: &str,
+) -> (DiscoveryOutcome, HttpResponse) {
+    let token = Token::from_percent_encoded(raw);
+    let started = Instant::now();
+    let sessions = async {
+        match &token {
+            Some(t) => state.node.token_sessions(&t.hash()).await,
+            None => TokenSessions::default(),
+        }
     };
-    let res = HttpResponse::Ok()
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(found.answer);
-    Ok((found.outcome, res))
+    let answer = async {
+        let answer = resolve(state, raw).await;
+        (answer, started.elapsed())
+    };
+    let ((answer, took), sessions) = tokio::join!(answer, sessions);
+    let outcome = match &answer {
+        Ok(found) => found.outcome,
+        Err(ApiError::Discovery(e)) => e.outcome(),
+        Err(_) => DiscoveryOutcome::Miss,
+    };
+    let this_node = &state.node.id().0;
+    let view = pages::TokenView {
+        segment: raw,
+        token: token.as_ref().map(Token::as_str),
+        answer: &answer,
+        took,
+        sessions: &sessions,
+        this_node,
+    };
+    let (status, body) = pages::token_page(&view);
+    (outcome, pages::page(status, req.method(), body))
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod client_addr;
 pub mod discovery;
 pub mod error;
+pub mod pages;
 pub mod status;
 pub mod ws;
 
@@ -55,6 +56,13 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
             .guard(get_or_head)
             .guard(not_upgrade)
             .to(status::page),
+    )
+    .route(
+        "/v0/status",
+        web::route()
+            .guard(guard::Any(guard::Get()).or(guard::Head()))
+            .guard(guard::fn_guard(|ctx| !ws::is_upgrade(ctx.head().headers())))
+            .to(status::json),
     )
     // Discovery and registration are matched by plain prefix in `dispatch`, not by a
     // `{token}` pattern: actix-router matches dynamic segments with a regex, which the

@@ -1,38 +1,157 @@
-//! `GET /`: a small human status page.
+//! The cluster status page at `/` and its JSON twin at `/v0/status` (or `/` with
+//! `Accept: application/json`): like the original's "Online: N", for the whole cluster. No
+//! token and no client address ever appears on either. `/?token=…` (the page's form) sends the
+//! browser to the token's page.
 
 use super::AppState;
-use actix_web::http::header::ContentType;
-use actix_web::{HttpResponse, web};
+use super::pages::{self, layout};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use maud::html;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
 
-pub async fn page(state: web::Data<AppState>) -> HttpResponse {
-    let node = &state.node;
-    let body = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>hostie</title></head>\n\
-         <body><h1>hostie {version}</h1>\n\
-         <p>A registry for Wechaty Puppet Services.</p>\n\
-         <ul><li>node: <code>{node_id}</code></li>\n\
-         <li>live sessions: {sessions}</li>\n\
-         <li>state: {state}</li></ul>\n\
-         <p>Discovery: <code>GET /v0/hosties/{{token}}</code>. \
-         Registration: WebSocket <code>/v0/websocket</code>.</p></body></html>\n",
-        version = env!("CARGO_PKG_VERSION"),
-        node_id = html_escape(&node.id().0),
-        sessions = node.live_sessions(),
-        state = if node.is_draining() {
-            "draining"
-        } else {
-            "serving"
-        },
-    );
-    HttpResponse::Ok()
-        .content_type(ContentType::html())
-        .body(body)
+/// The JSON twin: the same figures the page shows.
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    pub version: &'static str,
+    /// The node that answered.
+    pub node: String,
+    /// Live nodes (their heartbeat has not run out), this one included.
+    pub nodes: usize,
+    /// Live sessions across those nodes.
+    pub sessions: u64,
+    /// Discoveries per second across those nodes, over their last few seconds.
+    pub discovery_rate: f64,
+    /// The other nodes' figures could be read from the registry.
+    pub registry_ok: bool,
+    pub per_node: Vec<NodeStatus>,
 }
 
-/// The node id is operator-supplied, but still escaped: a page must not be injectable.
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub version: String,
+    pub sessions: u64,
+    pub discovery_rate: f64,
+    pub draining: bool,
+}
+
+pub async fn status(state: &AppState) -> ClusterStatus {
+    let view = state.node.cluster_view().await;
+    let per_node: Vec<NodeStatus> = view
+        .nodes
+        .into_iter()
+        .map(|(id, s)| NodeStatus {
+            id: id.0,
+            version: s.version,
+            sessions: s.sessions,
+            discovery_rate: (s.discovery_rate * 10.0).round() / 10.0,
+            draining: s.draining,
+        })
+        .collect();
+    ClusterStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        node: state.node.id().0.clone(),
+        nodes: per_node.len(),
+        sessions: per_node.iter().map(|n| n.sessions).sum(),
+        discovery_rate: (per_node.iter().map(|n| n.discovery_rate).sum::<f64>() * 10.0).round()
+            / 10.0,
+        registry_ok: view.registry_ok,
+        per_node,
+    }
+}
+
+/// Whether the request asks for JSON by name and not for HTML.
+fn wants_json(headers: &HeaderMap) -> bool {
+    !pages::wants_html(headers)
+        && headers
+            .get_all(header::ACCEPT)
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("application/json"))
+}
+
+/// `GET /v0/status`.
+pub async fn json(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let body = status(&state).await;
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+    if req.method() == Method::HEAD {
+        return res.content_type("application/json").finish();
+    }
+    res.json(body)
+}
+
+#[derive(serde::Deserialize)]
+pub struct Query {
+    token: Option<String>,
+}
+
+/// `GET /`.
+pub async fn page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: Option<web::Query<Query>>,
+) -> HttpResponse {
+    if let Some(token) = query.and_then(|q| q.into_inner().token) {
+        let token = token.trim();
+        if !token.is_empty() {
+            // See Other: the token's page lives at its discovery URL.
+            let to = format!(
+                "/v0/hosties/{}",
+                utf8_percent_encode(token, NON_ALPHANUMERIC)
+            );
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, to))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::REFERRER_POLICY, "no-referrer"))
+                .finish();
+        }
+    }
+    if wants_json(req.headers()) {
+        return json(req, state).await;
+    }
+    let s = status(&state).await;
+    let body = html! {
+        h1 { "hostie " (s.version) }
+        p { "A registry for Wechaty Puppet Services." }
+        div.state.(if s.registry_ok { "online" } else { "unsure" }) #cluster {
+            strong { "Online: " span #sessions { (s.sessions) } }
+            " session(s) on " span #nodes { (s.nodes) } " node(s), "
+            span #rate { (s.discovery_rate) } " discoveries/s."
+            @if !s.registry_ok {
+                br; "The other nodes' figures cannot be read right now: only this node is counted."
+            }
+        }
+        h2 { "Is my token online?" }
+        form method="get" action="/" {
+            label for="token" { "Token" }
+            input #token type="text" name="token" autocomplete="off" spellcheck="false"
+                placeholder="puppet_…";
+            button type="submit" { "Check" }
+        }
+        p {
+            "Scripts and SDKs: " code { "GET /v0/hosties/{token}" }
+            " (200 online, 404 not, with a " code { "status" } " saying why). Gateways register with a WebSocket to "
+            code { "/v0/websocket" } ". This page as JSON: " a href="/v0/status" { code { "/v0/status" } } "."
+        }
+        h2 { "Nodes" }
+        table #per-node {
+            thead { tr { th { "Node" } th { "Version" } th { "Sessions" } th { "Discoveries/s" } th { "State" } } }
+            tbody {
+                @for n in &s.per_node {
+                    tr.node {
+                        td { code { (n.id) } @if n.id == s.node { " (this node)" } }
+                        td { (n.version) }
+                        td { (n.sessions) }
+                        td { (n.discovery_rate) }
+                        td { (if n.draining { "draining" } else { "serving" }) }
+                    }
+                }
+            }
+        }
+    };
+    pages::page(StatusCode::OK, req.method(), layout("hostie", body))
 }

@@ -55,6 +55,15 @@ pub enum DiscoveryError {
     Unreachable(#[source] PortError),
 }
 
+/// A token's registrations, for its page: the registry's records (those of peers held dead
+/// left out) and this node's own live sessions, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSessions {
+    pub records: Vec<SessionRecord>,
+    /// The registry could not be read within the deadline: only local sessions are listed.
+    pub error: bool,
+}
+
 impl DiscoveryError {
     pub fn outcome(&self) -> DiscoveryOutcome {
         match self {
@@ -160,6 +169,23 @@ impl Node {
             Err(DiscoveryError::NotFound) if registered => Err(DiscoveryError::Gone),
             result => result,
         }
+    }
+
+    /// The token's registrations (see [`TokenSessions`]), read within the discovery deadline.
+    pub async fn token_sessions(&self, hash: &TokenHash) -> TokenSessions {
+        let lookup = tokio::time::timeout(
+            self.settings.discovery_deadline,
+            self.registry.candidates(hash),
+        )
+        .await
+        .unwrap_or(Err(RegistryError::Deadline));
+        let (records, error) = match lookup {
+            Ok(lookup) => (self.without_dead(lookup.records), false),
+            Err(_) => (Vec::new(), true),
+        };
+        let mut records = self.with_local(hash, records);
+        crate::model::newest_first(&mut records);
+        TokenSessions { records, error }
     }
 
     /// `records` and this node's live sessions of the token, each once.

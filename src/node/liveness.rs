@@ -45,6 +45,7 @@ struct State {
 /// One round.
 async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
     let registry = node.registry();
+    registry.set_stats(node.id(), &node.stats());
     let heartbeat = match registry.heartbeat(node.id()).await {
         Ok(h) => h,
         Err(e) => {

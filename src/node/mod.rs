@@ -15,7 +15,7 @@ use crate::hub::{Full, Hub, SessionCmd};
 use crate::metrics::Metrics;
 use crate::model::{Limit, NodeId, PortAnswer, PortError, SessionId, SessionOrder, SessionRecord};
 use crate::protocol::TokenHash;
-use crate::registry::{Admission, Registry, RegistryError};
+use crate::registry::{Admission, NodeStats, Registry, RegistryError};
 use crate::telemetry::ErrorChain;
 use async_trait::async_trait;
 use remote_cache::RemoteCache;
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 // The runtime's clock: drain waits on it, and tests run drains under paused time.
 use tokio::time::Instant;
 
-pub use discovery::{Discovered, DiscoveryError};
+pub use discovery::{Discovered, DiscoveryError, TokenSessions};
 
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
@@ -79,7 +79,22 @@ pub struct Node {
     suspect_until: Mutex<Option<Instant>>,
     /// Peers whose heartbeat ran out, as of the last heartbeat: never asked, cached or not.
     dead_peers: Mutex<HashSet<NodeId>>,
+    /// The discovery rate's last sample: when, the count then, and the rate it gave.
+    rate_meter: Mutex<(Instant, u64, f64)>,
+    /// The last [`Node::cluster_view`] read from the registry, and when.
+    cluster_view: Mutex<Option<(Instant, ClusterView)>>,
 }
+
+/// What the cluster status page shows (see [`Node::cluster_view`]).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub nodes: Vec<(NodeId, NodeStats)>,
+    /// The other nodes' figures could be read.
+    pub registry_ok: bool,
+}
+
+/// Over how long the discovery rate on the status page is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 impl Node {
     /// Builds the node and makes it the bus's responder for its sessions.
@@ -103,6 +118,8 @@ impl Node {
             unreleased: Mutex::default(),
             suspect_until: Mutex::default(),
             dead_peers: Mutex::default(),
+            rate_meter: Mutex::new((Instant::now(), 0, 0.0)),
+            cluster_view: Mutex::default(),
         });
         let responder: Weak<dyn PortResponder> = Arc::downgrade(&node) as _;
         node.bus.serve(responder);
@@ -124,6 +141,70 @@ impl Node {
 
     pub fn live_sessions(&self) -> usize {
         self.hub.len()
+    }
+
+    /// This node's figures for the cluster status page (see [`NodeStats`]).
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            sessions: self.live_sessions() as u64,
+            discovery_rate: self.discovery_rate(),
+            draining: self.is_draining(),
+        }
+    }
+
+    /// Every live node's figures for the cluster status page: this node's own as of now, the
+    /// others' as of their last heartbeat. Read from the registry at most once a second
+    /// (a page that scripts poll must not cost Redis per request); `None` for the others
+    /// when the registry cannot be read.
+    pub async fn cluster_view(&self) -> ClusterView {
+        let cached = lock(&self.cluster_view)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
+            .map(|(_, view)| view.clone());
+        let mut view = match cached {
+            Some(view) => view,
+            None => {
+                let read = tokio::time::timeout(
+                    self.settings.discovery_deadline,
+                    self.registry.cluster_stats(),
+                )
+                .await
+                .unwrap_or(Err(RegistryError::Deadline));
+                let view = match read {
+                    Ok(nodes) => ClusterView {
+                        nodes,
+                        registry_ok: true,
+                    },
+                    Err(_) => ClusterView {
+                        nodes: Vec::new(),
+                        registry_ok: false,
+                    },
+                };
+                *lock(&self.cluster_view) = Some((Instant::now(), view.clone()));
+                view
+            }
+        };
+        view.nodes.retain(|(n, _)| n != self.id());
+        view.nodes.push((self.id().clone(), self.stats()));
+        view.nodes.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        view
+    }
+
+    /// Discoveries per second over the last [`RATE_WINDOW`] or so: the rate between the
+    /// newest sample at least that old and now.
+    fn discovery_rate(&self) -> f64 {
+        let count = self.metrics.discoveries_answered();
+        let now = Instant::now();
+        let mut meter = lock(&self.rate_meter);
+        let (at, then, rate) = *meter;
+        let elapsed = now.saturating_duration_since(at);
+        if elapsed < RATE_WINDOW {
+            return rate;
+        }
+        let rate = count.saturating_sub(then) as f64 / elapsed.as_secs_f64();
+        *meter = (now, count, rate);
+        rate
     }
 
     pub fn is_draining(&self) -> bool {

@@ -30,7 +30,7 @@ async fn probes_and_status_page() {
     let html = page.text().await.unwrap();
     assert!(html.contains(env!("CARGO_PKG_VERSION")), "{html}");
     assert!(html.contains(&node.node.id().0), "{html}");
-    assert!(html.contains("live sessions: 1"), "{html}");
+    assert!(html.contains("<span id=\"sessions\">1</span>"), "{html}");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod fault_suite;
 mod layers;
 mod lifecycle;
 mod limits;
+mod negotiation;
 mod redis_access;
 mod redis_states;
 mod redis_traffic;
