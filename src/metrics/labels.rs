@@ -4,7 +4,7 @@
 
 use crate::model::{
     CloseReason, DiscoveryOutcome, Limit, LookupSource, PortAnswer, PortError, RedisOp,
-    RegistrationResult, RpcOutcome,
+    RegistrationResult, RpcOutcome, TlsReload,
 };
 
 /// A domain enum whose values are label values.
@@ -108,6 +108,17 @@ impl Label for RedisOp {
             Self::Probe => "probe",
             Self::Track => "track",
             Self::Stats => "stats",
+        }
+    }
+}
+
+impl Label for TlsReload {
+    const ALL: &'static [Self] = &TlsReload::ALL;
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
         }
     }
 }

@@ -9,7 +9,7 @@ pub use labels::Label;
 
 use crate::model::{
     CloseReason, DiscoveryOutcome, Limit, LookupSource, PortAnswer, PortError, RedisOp,
-    RegistrationResult, RpcOutcome,
+    RegistrationResult, RpcOutcome, TlsReload,
 };
 
 use prometheus::{
@@ -49,6 +49,7 @@ pub struct Metrics {
     pub registration_notices: IntCounter,
     pub discovery_overruns: IntCounter,
     pub rejected_hosts: IntCounter,
+    pub tls_reloads: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -273,6 +274,12 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            tls_reloads: counter_vec(
+                &registry,
+                "hostie_tls_reloads_total",
+                "Changes of the TLS certificate or key files taken (ok) or refused, the previous pair still serving (error).",
+                "result",
+            ),
             registry,
         };
         m.touch_label_sets();
@@ -313,6 +320,7 @@ impl Metrics {
         }
         touch::<RegistrationResult>(&self.registrations);
         touch::<CloseReason>(&self.closes);
+        touch::<TlsReload>(&self.tls_reloads);
     }
 
     pub fn registration(&self, r: RegistrationResult) {
@@ -321,6 +329,10 @@ impl Metrics {
 
     pub fn close(&self, r: CloseReason) {
         self.closes.with_label_values(&[r.label()]).inc();
+    }
+
+    pub fn tls_reload(&self, r: TlsReload) {
+        self.tls_reloads.with_label_values(&[r.label()]).inc();
     }
 
     pub fn redis_error(&self, op: RedisOp) {

@@ -7,7 +7,8 @@
 //! - [`port`]: how a port question ended, wherever it was asked.
 //! - [`message`]: what travels between nodes on the bus.
 //! - [`outcome`]: how a discovery, a registration or a session ended, which limit was hit, which
-//!   Redis operation failed (the metrics layer maps each to a label).
+//!   Redis operation failed, how a TLS certificate reload went (the metrics layer maps each to a
+//!   label).
 
 pub mod ids;
 pub mod message;
@@ -18,7 +19,7 @@ pub mod record;
 pub use ids::{NodeId, SessionId};
 pub use message::BusMessage;
 pub use outcome::{
-    CloseReason, DiscoveryOutcome, Limit, LookupSource, RedisOp, RegistrationResult,
+    CloseReason, DiscoveryOutcome, Limit, LookupSource, RedisOp, RegistrationResult, TlsReload,
 };
 pub use port::{PortAnswer, PortError, PortSource, RpcOutcome};
 pub use record::{HostFrom, SessionOrder, SessionRecord, newest_first, order, source_of};

@@ -1,5 +1,5 @@
 //! How things ended, as the domain sees them: a discovery, a registration, a session; which
-//! configured limit was hit; which Redis operation failed. Plain enums, each listing `ALL` its
+//! configured limit was hit; which Redis operation failed; how a TLS certificate reload went. Plain enums, each listing `ALL` its
 //! values; [`crate::metrics`] maps each value to its label (and creates every series at zero).
 
 /// How a discovery ended.
@@ -165,4 +165,18 @@ impl RedisOp {
         Self::Track,
         Self::Stats,
     ];
+}
+
+/// How one change of the TLS certificate or key files was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsReload {
+    /// The new pair serves new handshakes.
+    Ok,
+    /// The new files do not make a pair (unreadable, unparsable, or a key that does not match
+    /// the certificate); the previous pair still serves.
+    Error,
+}
+
+impl TlsReload {
+    pub const ALL: [TlsReload; 2] = [Self::Ok, Self::Error];
 }
