@@ -37,6 +37,13 @@ pub struct Config {
     #[arg(long, env = "HOSTIE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// How often the certificate and key files are read for a new pair (0 = only at start).
+    /// New handshakes get a new pair; established connections keep theirs. A changed pair that
+    /// is not valid is refused, logged and counted, and the previous one kept.
+    #[arg(long, env = "HOSTIE_TLS_RELOAD_INTERVAL", default_value = "10s",
+          value_parser = duration_or_zero)]
+    pub tls_reload_interval: Duration,
+
     /// Admin listener: /metrics, /livez, /readyz.
     #[arg(long, env = "HOSTIE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,

@@ -16,6 +16,7 @@ use crate::redis_common::conns::watch_sentinel_events;
 use crate::redis_common::{Keys, RedisConns, RedisTopology};
 use crate::registry::{MemoryRegistry, RedisRegistry, Registry};
 use crate::session::SessionSettings;
+use crate::tls::CertReloader;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
@@ -110,6 +111,8 @@ pub struct Application {
     admin: Server,
     state: web::Data<AppState>,
     liveness: LivenessSettings,
+    /// The TLS pair and how often its files are read again (`--tls-reload-interval`).
+    tls_reload: Option<(Arc<CertReloader>, Duration)>,
 }
 
 /// How long actix waits for in-flight requests after the drain, before dropping connections.
@@ -194,12 +197,16 @@ impl Application {
         .disable_signals()
         .listen(http_listener)?;
 
-        let mut tls_addr = None;
+        let (mut tls_addr, mut tls_reload) = (None, None);
         if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-            let tls = crate::tls::server_config(cert, key)?;
+            let pair = Arc::new(CertReloader::load(cert, key)?);
+            let tls = crate::tls::server_config(&pair)?;
             let listener = bind("--tls-listen", config.tls_listen)?;
             tls_addr = Some(listener.local_addr()?);
             public = public.listen_rustls_0_23(listener, tls)?;
+            if !config.tls_reload_interval.is_zero() {
+                tls_reload = Some((pair, config.tls_reload_interval));
+            }
         }
 
         let admin_listener = bind("--admin-listen", config.admin_listen)?;
@@ -236,6 +243,7 @@ impl Application {
                 anti_entropy: config.anti_entropy_interval,
                 ttl: config.heartbeat_ttl,
             },
+            tls_reload,
         })
     }
 
@@ -272,6 +280,10 @@ impl Application {
             })
         });
         let liveness = tokio::spawn(liveness::run(self.node.clone(), self.liveness));
+        let tls_reload = self.tls_reload.map(|(pair, every)| {
+            let node = self.node.clone();
+            tokio::spawn(pair.run(every, move |r| node.metrics().tls_reload(r)))
+        });
         let failed = tokio::select! {
             () = shutdown => None,
             r = &mut public => Some(("public", r)),
@@ -279,6 +291,9 @@ impl Application {
         };
         if let Some(s) = &sweeper {
             s.abort();
+        }
+        if let Some(t) = &tls_reload {
+            t.abort();
         }
         // Stopped before the drain removes this node's records, so nothing re-asserts them.
         liveness.abort();
