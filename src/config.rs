@@ -348,6 +348,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.tls_listen.to_string(), "0.0.0.0:8443");
         assert_eq!(c.admin_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.tls_reload_interval, Duration::from_secs(10));
         assert_eq!(c.discovery_deadline, Duration::from_secs(3));
         assert_eq!(c.fallback_port, 8788);
         assert_eq!(c.redis_prefix, "hostie");
@@ -390,6 +391,7 @@ mod tests {
             "--idle-timeout",
             "--drain-spread",
             "--drain-grace",
+            "--tls-reload-interval",
         ] {
             let err = parse(&[flag, "31days"]).expect_err("refused");
             let line = one_line(&err);
@@ -418,6 +420,8 @@ mod tests {
         assert_eq!(c.discovery_deadline, Duration::from_millis(500));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.trusted_proxies.0.len(), 2);
+        let never = parse(&["--tls-reload-interval", "0"]).unwrap();
+        assert_eq!(never.tls_reload_interval, Duration::ZERO);
         assert!(
             parse(&["--trusted-proxies", ""])
                 .unwrap()
@@ -445,6 +449,10 @@ mod tests {
             ),
             (&["--max-frame-bytes", "10"][..], "--max-frame-bytes"),
             (&["--tls-cert", "c.pem"][..], "--tls-key"),
+            (
+                &["--tls-reload-interval", "often"][..],
+                "--tls-reload-interval",
+            ),
             (&["--heartbeat-ttl", "1s"][..], "--heartbeat-ttl"),
             (&["--redis-url", "http://x"][..], "--redis-url"),
             (
