@@ -51,6 +51,8 @@ async fn metrics_expose_the_documented_series() {
         "hostie_discovery_duration_seconds_bucket{outcome=\"hit\",le=\"0.001\"}",
         "hostie_rpc_duration_seconds_bucket{result=\"ok\",le=\"0.001\"}",
         "hostie_build_info{version=",
+        "hostie_tls_reloads_total{result=\"ok\"} 0",
+        "hostie_tls_reloads_total{result=\"error\"} 0",
     ] {
         assert!(text.contains(name), "missing {name} in:\n{text}");
     }
