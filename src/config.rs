@@ -75,6 +75,33 @@ pub struct Config {
     #[arg(long, env = "HOSTIE_PORT_REUSE", default_value = "100ms", value_parser = duration_or_zero)]
     pub port_reuse: Duration,
 
+    /// Check by TCP connect whether each gateway's advertised host:port accepts connections,
+    /// after it registers and every --probe-interval; the answer gains a `reachability` field
+    /// and the token's page shows it. Off by default (the answer stays the three fields).
+    #[arg(long, env = "HOSTIE_PROBE_REACHABILITY", default_value_t = false)]
+    pub probe_reachability: bool,
+
+    /// How often each session's advertised address is probed again.
+    #[arg(long, env = "HOSTIE_PROBE_INTERVAL", default_value = "5m", value_parser = duration)]
+    pub probe_interval: Duration,
+
+    /// How long one probe may take (name lookup and connect each).
+    #[arg(long, env = "HOSTIE_PROBE_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub probe_timeout: Duration,
+
+    /// At most this many probes per second per node.
+    #[arg(long, env = "HOSTIE_PROBE_RATE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub probe_rate: u32,
+
+    /// Comma-separated CIDRs never probed (an address a gateway names, or its name resolves to,
+    /// in one of them is reported `denied`), so that the probe cannot be used to scan the
+    /// operator's network. The default: loopback, link-local, private, shared (CGNAT) and
+    /// unspecified ranges.
+    #[arg(long, env = "HOSTIE_PROBE_DENY", value_parser = cidrs,
+          default_value = "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,169.254.0.0/16,172.16.0.0/12,192.168.0.0/16,::/128,::1/128,fc00::/7,fe80::/10")]
+    pub probe_deny: Cidrs,
+
     /// Port answered when a session cannot say its own.
     #[arg(long, env = "HOSTIE_FALLBACK_PORT", default_value_t = 8788,
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -7,7 +7,8 @@
 
 use crate::metrics::Metrics;
 use crate::model::{
-    Limit, PortAnswer, PortError, PortSource, RpcOutcome, SessionId, SessionRecord, newest_first,
+    Limit, PortAnswer, PortError, PortSource, Reach, RpcOutcome, SessionId, SessionRecord,
+    newest_first,
 };
 use crate::protocol::{PeerHint, TokenHash};
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,10 @@ struct LocalSession {
     epoch: Option<u64>,
     /// The runtime of the worker thread the session task runs on (see `Hub::home`).
     home: Option<tokio::runtime::Handle>,
+    /// The last reachability probe's result and when it was taken (see [`Hub::probe_due`]).
+    reach: Option<(Reach, Instant)>,
+    /// A probe of it is running.
+    probing: bool,
 }
 
 #[derive(Default)]
@@ -87,6 +92,8 @@ pub struct Hub {
     max_per_source: usize,
     fallback_port: u16,
     metrics: Arc<Metrics>,
+    /// Sessions are probed for reachability: answers carry the last result.
+    reach_enabled: AtomicBool,
 }
 
 impl Hub {
@@ -104,6 +111,7 @@ impl Hub {
             max_per_source,
             fallback_port,
             metrics,
+            reach_enabled: AtomicBool::new(false),
         }
     }
 
@@ -146,6 +154,8 @@ impl Hub {
                 epoch,
                 // Called from the session's own worker thread, before its task starts.
                 home: tokio::runtime::Handle::try_current().ok(),
+                reach: None,
+                probing: false,
             },
         );
         self.metrics.sessions.set(t.sessions.len() as i64);
@@ -248,10 +258,50 @@ impl Hub {
 
     /// The port a session answers with when its RPC cannot: the subprotocol's, else the
     /// configured fallback.
-    fn fallback(&self, record: &SessionRecord, source: PortSource) -> PortAnswer {
+    fn fallback(
+        &self,
+        record: &SessionRecord,
+        source: PortSource,
+        reach: Option<Reach>,
+    ) -> PortAnswer {
         PortAnswer {
             port: record.port_hint.unwrap_or(self.fallback_port),
             source,
+            reach,
+        }
+    }
+
+    /// From now on answers carry each session's reachability (`--probe-reachability`).
+    pub fn enable_reach(&self) {
+        self.reach_enabled.store(true, Ordering::SeqCst);
+    }
+
+    /// Up to `max` discoverable sessions to probe now: never probed, or last probed `every`
+    /// ago or more; each is marked as being probed until [`Hub::set_reach`].
+    pub fn probe_due(&self, every: Duration, max: usize) -> Vec<(SessionId, Arc<SessionRecord>)> {
+        let now = Instant::now();
+        let mut t = self.lock();
+        let mut due: Vec<(SessionId, Arc<SessionRecord>)> = Vec::new();
+        for (id, s) in t.sessions.iter_mut() {
+            if due.len() >= max {
+                break;
+            }
+            let stale = s
+                .reach
+                .is_none_or(|(_, at)| now.saturating_duration_since(at) >= every);
+            if s.discoverable && !s.probing && stale {
+                s.probing = true;
+                due.push((*id, s.record.clone()));
+            }
+        }
+        due
+    }
+
+    /// A probe of `session` ended: `None` when it could not run (the session did not answer).
+    pub fn set_reach(&self, session: SessionId, reach: Option<Reach>) {
+        if let Some(s) = self.lock().sessions.get_mut(&session) {
+            s.probing = false;
+            s.reach = reach.map(|r| (r, Instant::now())).or(s.reach);
         }
     }
 
@@ -271,13 +321,17 @@ impl Hub {
         if !self.offering.load(Ordering::SeqCst) {
             return Err(PortError::SessionGone);
         }
-        let (record, cmd) = {
+        let (record, cmd, reach) = {
             let t = self.lock();
             let s = t.sessions.get(&session).ok_or(PortError::SessionGone)?;
-            (s.record.clone(), s.cmd.clone())
+            let reach = self
+                .reach_enabled
+                .load(Ordering::Relaxed)
+                .then(|| s.reach.map_or(Reach::Unchecked, |(r, _)| r));
+            (s.record.clone(), s.cmd.clone(), reach)
         };
         if record.peer == PeerHint::NoPeer {
-            return Ok(self.fallback(&record, PortSource::NoPeer));
+            return Ok(self.fallback(&record, PortSource::NoPeer, reach));
         }
         let (tx, rx) = oneshot::channel();
         match cmd.try_send(SessionCmd::AskPort(tx)) {
@@ -285,7 +339,7 @@ impl Hub {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.limit(Limit::SessionQueue);
                 tracing::warn!(%session, token = %record.token, "session command queue full; answering the fallback port");
-                return Ok(self.fallback(&record, PortSource::RpcFailed));
+                return Ok(self.fallback(&record, PortSource::RpcFailed, reach));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(PortError::SessionGone),
         }
@@ -293,10 +347,11 @@ impl Hub {
             Ok(Ok(RpcOutcome::Port(port))) => Ok(PortAnswer {
                 port,
                 source: PortSource::Rpc,
+                reach,
             }),
-            Ok(Ok(RpcOutcome::Failed)) => Ok(self.fallback(&record, PortSource::RpcFailed)),
+            Ok(Ok(RpcOutcome::Failed)) => Ok(self.fallback(&record, PortSource::RpcFailed, reach)),
             Ok(Ok(RpcOutcome::TimedOut)) | Err(_) => {
-                Ok(self.fallback(&record, PortSource::RpcTimeout))
+                Ok(self.fallback(&record, PortSource::RpcTimeout, reach))
             }
             // The session task ended (and dropped our waiter) while we waited.
             Ok(Err(_)) => Err(PortError::SessionGone),

@@ -10,6 +10,7 @@ use crate::memory_broker::MemoryBroker;
 use crate::metrics::Metrics;
 use crate::model::NodeId;
 use crate::node::liveness::{self, LivenessSettings};
+use crate::node::reach::{self, ReachSettings};
 use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
 use crate::redis_common::conns::watch_sentinel_events;
@@ -113,6 +114,8 @@ pub struct Application {
     liveness: LivenessSettings,
     /// The TLS pair and how often its files are read again (`--tls-reload-interval`).
     tls_reload: Option<(Arc<CertReloader>, Duration)>,
+    /// `--probe-reachability`.
+    reach: Option<ReachSettings>,
 }
 
 /// How long actix waits for in-flight requests after the drain, before dropping connections.
@@ -244,6 +247,12 @@ impl Application {
                 ttl: config.heartbeat_ttl,
             },
             tls_reload,
+            reach: config.probe_reachability.then(|| ReachSettings {
+                interval: config.probe_interval,
+                timeout: config.probe_timeout,
+                rate: config.probe_rate,
+                deny: config.probe_deny.0.clone(),
+            }),
         })
     }
 
@@ -280,6 +289,9 @@ impl Application {
             })
         });
         let liveness = tokio::spawn(liveness::run(self.node.clone(), self.liveness));
+        let reach = self
+            .reach
+            .map(|settings| tokio::spawn(reach::run(self.node.clone(), settings)));
         let tls_reload = self.tls_reload.map(|(pair, every)| {
             let node = self.node.clone();
             tokio::spawn(pair.run(every, move |r| node.metrics().tls_reload(r)))
@@ -294,6 +306,9 @@ impl Application {
         }
         if let Some(t) = &tls_reload {
             t.abort();
+        }
+        if let Some(r) = &reach {
+            r.abort();
         }
         // Stopped before the drain removes this node's records, so nothing re-asserts them.
         liveness.abort();

@@ -150,6 +150,17 @@ pub fn token_page(view: &TokenView<'_>) -> (StatusCode, Markup) {
                     dt { "Host" } dd { code #host { (found.answer.host) } }
                     dt { "Port" } dd { code #port { (found.answer.port) } " — " (port_source(found.outcome)) }
                     dt { "Answered in" } dd #took { (millis(view.took)) }
+                    @if let Some(reach) = found.answer.reachability {
+                        dt { "Reachable" }
+                        dd #reachability data-reach=(reach) { (reach_text(reach)) }
+                    }
+                }
+                @if found.answer.reachability == Some("unreachable") {
+                    p.warn {
+                        "This registry could not open a TCP connection to the advertised address. "
+                        "If the gateway is behind NAT or a firewall, SDKs cannot reach it either: "
+                        "open the port, or have the gateway name a reachable host in its settings."
+                    }
                 }
             }
             Err(e) => {
@@ -180,6 +191,15 @@ fn sentence(hint: &str) -> String {
     chars.next().map_or_else(String::new, |first| {
         first.to_uppercase().chain(chars).collect()
     })
+}
+
+fn reach_text(reach: &str) -> &'static str {
+    match reach {
+        "reachable" => "yes: the address accepted a TCP connection when last checked",
+        "unreachable" => "no: the address did not accept a TCP connection when last checked",
+        "denied" => "not checked: the address is in a range this registry never probes",
+        _ => "not checked yet",
+    }
 }
 
 fn port_source(outcome: DiscoveryOutcome) -> &'static str {

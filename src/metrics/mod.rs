@@ -50,6 +50,7 @@ pub struct Metrics {
     pub discovery_overruns: IntCounter,
     pub rejected_hosts: IntCounter,
     pub tls_reloads: IntCounterVec,
+    pub reach_probes: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -280,6 +281,12 @@ impl Metrics {
                 "Changes of the TLS certificate or key files taken (ok) or refused, the previous pair still serving (error).",
                 "result",
             ),
+            reach_probes: counter_vec(
+                &registry,
+                "hostie_reachability_probes_total",
+                "Reachability probes of this node's gateways' advertised host:port (--probe-reachability): reachable, unreachable, or denied (in a --probe-deny range, not connected to).",
+                "result",
+            ),
             registry,
         };
         m.touch_label_sets();
@@ -321,6 +328,9 @@ impl Metrics {
         touch::<RegistrationResult>(&self.registrations);
         touch::<CloseReason>(&self.closes);
         touch::<TlsReload>(&self.tls_reloads);
+        for r in crate::model::Reach::PROBED {
+            self.reach_probes.with_label_values(&[r.label()]);
+        }
     }
 
     pub fn registration(&self, r: RegistrationResult) {
@@ -329,6 +339,10 @@ impl Metrics {
 
     pub fn close(&self, r: CloseReason) {
         self.closes.with_label_values(&[r.label()]).inc();
+    }
+
+    pub fn reach_probe(&self, r: crate::model::Reach) {
+        self.reach_probes.with_label_values(&[r.label()]).inc();
     }
 
     pub fn tls_reload(&self, r: TlsReload) {

@@ -42,6 +42,38 @@ mod tests {
     use crate::model::PortSource;
 
     #[test]
+    fn a_reply_of_a_node_that_does_not_probe_reads_as_unprobed() {
+        // The shape before reachability existed, and what such a node makes of a new reply.
+        let old = r#"{"t":"reply","id":3,"answer":{"port":18789,"source":"Rpc"}}"#;
+        let Some(BusMessage::Reply {
+            answer: Some(a), ..
+        }) = BusMessage::decode(old.as_bytes())
+        else {
+            panic!("an old reply decodes");
+        };
+        assert_eq!(a.reach, None);
+        let new = BusMessage::Reply {
+            id: 3,
+            answer: Some(PortAnswer {
+                reach: Some(crate::model::Reach::Denied),
+                ..a
+            }),
+        }
+        .encode();
+        assert!(new.contains(r#""reach":"denied""#), "{new}");
+        #[derive(serde::Deserialize)]
+        struct OldAnswer {
+            port: u16,
+        }
+        #[derive(serde::Deserialize)]
+        struct OldReply {
+            answer: OldAnswer,
+        }
+        let read: OldReply = serde_json::from_str(&new).unwrap();
+        assert_eq!(read.answer.port, 18789);
+    }
+
+    #[test]
     fn round_trips() {
         let msgs = [
             BusMessage::Request {
@@ -55,6 +87,15 @@ mod tests {
                 answer: Some(PortAnswer {
                     port: 18789,
                     source: PortSource::Rpc,
+                    reach: Some(crate::model::Reach::Reachable),
+                }),
+            },
+            BusMessage::Reply {
+                id: 9,
+                answer: Some(PortAnswer {
+                    port: 1,
+                    source: PortSource::NoPeer,
+                    reach: None,
                 }),
             },
             BusMessage::Reply {

@@ -21,5 +21,5 @@ pub use message::BusMessage;
 pub use outcome::{
     CloseReason, DiscoveryOutcome, Limit, LookupSource, RedisOp, RegistrationResult, TlsReload,
 };
-pub use port::{PortAnswer, PortError, PortSource, RpcOutcome};
+pub use port::{PortAnswer, PortError, PortSource, Reach, RpcOutcome};
 pub use record::{HostFrom, SessionOrder, SessionRecord, newest_first, order, source_of};

@@ -18,12 +18,42 @@ pub enum PortSource {
     RpcTimeout,
 }
 
+/// Whether a session's advertised `host:port` accepted a TCP connection when its node last
+/// probed it (`--probe-reachability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    Reachable,
+    Unreachable,
+    /// Not probed: the address is in a `--probe-deny` range.
+    Denied,
+    /// Not probed yet.
+    Unchecked,
+}
+
+impl Reach {
+    pub const PROBED: [Reach; 3] = [Self::Reachable, Self::Unreachable, Self::Denied];
+
+    /// The answer's `reachability` field and the metric's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Reachable => "reachable",
+            Self::Unreachable => "unreachable",
+            Self::Denied => "denied",
+            Self::Unchecked => "unchecked",
+        }
+    }
+}
+
 /// A session's port, as the owning node determined it. Travels on the bus (see
 /// [`super::BusMessage::Reply`]): its JSON shape is part of the node-to-node format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortAnswer {
     pub port: u16,
     pub source: PortSource,
+    /// The session's last probe, when the owner probes (absent from nodes that do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
 }
 
 /// A port question that produced no port.

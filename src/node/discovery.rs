@@ -286,8 +286,10 @@ fn found(record: &SessionRecord, answer: PortAnswer) -> Discovered {
         PortSource::NoPeer | PortSource::RpcFailed => DiscoveryOutcome::Fallback,
         PortSource::RpcTimeout => DiscoveryOutcome::Timeout,
     };
+    let mut found = HostieAnswer::found(&record.host, answer.port);
+    found.reachability = answer.reach.map(|r| r.label());
     Discovered {
-        answer: HostieAnswer::found(&record.host, answer.port),
+        answer: found,
         outcome,
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod discovery;
 pub mod liveness;
+pub mod reach;
 pub mod remote_cache;
 
 use crate::bus::{Bus, PortResponder};

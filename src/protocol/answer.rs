@@ -9,6 +9,12 @@ pub struct HostieAnswer {
     pub host: String,
     pub ip: String,
     pub port: u16,
+    /// Whether `host:port` accepted a TCP connection when last probed (`reachable`,
+    /// `unreachable`, `denied`: not probed, in a `--probe-deny` range; `unchecked`: not yet).
+    /// Only with `--probe-reachability`: without it the answer is the three fields, byte for
+    /// byte. A string, a scalar: java-wechaty reads the body into a map of strings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<&'static str>,
 }
 
 impl HostieAnswer {
@@ -17,6 +23,7 @@ impl HostieAnswer {
             host: host.to_owned(),
             ip: host.to_owned(),
             port,
+            reachability: None,
         }
     }
 

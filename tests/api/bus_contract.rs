@@ -57,6 +57,7 @@ impl PortResponder for Owner {
         Ok(PortAnswer {
             port,
             source: PortSource::Rpc,
+            reach: None,
         })
     }
 
