@@ -15,9 +15,12 @@
 //!   signals, exit status and logs).
 //! - [`tcp_proxy`]: a loopback TCP proxy a test switches between passing, black-holing,
 //!   delaying and resetting (a network fault between two processes).
+//! - [`browser`]: headless Chromium loading a page (the DOM after its scripts ran, or a
+//!   screenshot kept in `target/test-artifacts/`), and [`browser::Dom`] for assertions on it.
 //! - [`chaos`]: gateways kept in a model of live sessions, a discovery load, and a checker that
 //!   judges every answer against the model (the fault suite).
 
+pub mod browser;
 pub mod chaos;
 pub mod fleet;
 pub mod gateway;
