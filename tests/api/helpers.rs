@@ -1,7 +1,7 @@
 //! Test harness: nodes started through `startup` on port 0 (alone, or as a cluster on one
-//! Redis), and small utilities. Simulated gateways, node processes and `redis-server` come
-//! from the shared test kit (`hostie_testkit`, also used by the benchmark) and are
-//! re-exported here so that tests need one `use crate::helpers::*`.
+//! Redis), and small utilities. Simulated gateways, node processes, `redis-server` and headless
+//! Chromium come from the shared test kit (`hostie_testkit`, also used by the benchmark) and
+//! are re-exported here so that tests need one `use crate::helpers::*`.
 
 use hostie::config::Config;
 use hostie::node::Node;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub(crate) use hostie_testkit::browser::{Browser, Dom};
 pub(crate) use hostie_testkit::gateway::{Behavior, Gateway, GatewayOptions};
 pub(crate) use hostie_testkit::node_process::{NodeProcess, Signal};
 use hostie_testkit::redis_server::RedisServer;

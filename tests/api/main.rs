@@ -16,6 +16,7 @@ mod layers;
 mod lifecycle;
 mod limits;
 mod negotiation;
+mod pages;
 mod reachability;
 mod redis_access;
 mod redis_states;
