@@ -51,6 +51,7 @@ pub struct Metrics {
     pub rejected_hosts: IntCounter,
     pub tls_reloads: IntCounterVec,
     pub reach_probes: IntCounterVec,
+    pub ready: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -286,6 +287,14 @@ impl Metrics {
                 "hostie_reachability_probes_total",
                 "Reachability probes of this node's gateways' advertised host:port (--probe-reachability): reachable, unreachable, or denied (in a --probe-deny range, not connected to).",
                 "result",
+            ),
+            ready: register(
+                &registry,
+                IntGauge::new(
+                    "hostie_ready",
+                    "1 while this node is ready (its /readyz would answer 200: Redis takes a write, the bus is subscribed, not draining), else 0; checked at each scrape.",
+                )
+                .expect("static metric definition"),
             ),
             registry,
         };

@@ -91,6 +91,11 @@ async fn drain_fails_readiness_refuses_upgrades_and_closes_sessions_with_1001() 
         );
         tokens.push(t);
     }
+    assert_eq!(
+        node.metric("hostie_ready").await,
+        1.0,
+        "ready before the drain"
+    );
     let started = Instant::now();
     node.trigger_shutdown();
     assert!(
@@ -102,6 +107,12 @@ async fn drain_fails_readiness_refuses_upgrades_and_closes_sessions_with_1001() 
     );
     let (_, body) = node.admin_get("/readyz").await;
     assert!(body.contains("\"draining\":true"), "{body}");
+    // The gauge is the same verdict, whoever asked /readyz last.
+    assert_eq!(
+        node.metric("hostie_ready").await,
+        0.0,
+        "unready while draining"
+    );
     // Its tokens are gone from discovery at once (records removed before the closes).
     let (status, _) = node.discover(&tokens[3]).await;
     assert_eq!(status, 404);

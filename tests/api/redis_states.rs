@@ -47,6 +47,11 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
             assert_eq!(v["ready"], false, "{body}");
             assert_eq!(v["checks"]["trusted"], false, "{body}");
             assert_ne!(v["checks"]["registry"], "ok", "{body}");
+            assert_eq!(
+                node.metric("hostie_ready").await,
+                0.0,
+                "{refuse:?}: hostie_ready"
+            );
         }
         // Admitted within the Redis deadline, kept locally, answered by its owner.
         let t = token(&format!("refused{i}"));
@@ -103,6 +108,11 @@ async fn while_redis_refuses_writes_owners_answer_and_peers_never_say_404() {
             })
             .await;
             assert!(ready, "{refuse:?}: ready again");
+            assert_eq!(
+                node.metric("hostie_ready").await,
+                1.0,
+                "{refuse:?}: hostie_ready"
+            );
         }
     }
 }
