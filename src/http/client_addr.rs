@@ -35,6 +35,13 @@ impl TrustedProxies {
         forwarded.or(peer).map(|ip| ip.to_canonical())
     }
 
+    /// Whether `headers` carry forwarding headers that [`Self::client_ip`] ignores because the
+    /// peer is not trusted: what a proxy missing from `--trusted-proxies` looks like (see
+    /// [`super::untrusted_proxy`]). `peer` in canonical form.
+    pub fn ignores_forwarding(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        FORWARDING.iter().any(|name| headers.contains_key(*name)) && !self.trusts(peer)
+    }
+
     fn forwarded_ip(&self, headers: &HeaderMap) -> Option<IpAddr> {
         self.walk(list(headers, "x-forwarded-for").map(|e| e.and_then(parse_node)))
             .or_else(|| header(headers, "x-real-ip").and_then(parse_node))
@@ -57,6 +64,9 @@ impl TrustedProxies {
         leftmost
     }
 }
+
+/// The headers a proxy names the client in, as [`TrustedProxies::client_ip`] reads them.
+const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-real-ip", "forwarded"];
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -144,6 +154,17 @@ mod tests {
             TrustedProxies::default().client_ip(Some(ip("10.1.1.1")), &h),
             Some(ip("10.1.1.1"))
         );
+    }
+
+    #[test]
+    fn forwarding_headers_are_ignored_only_from_untrusted_peers() {
+        for name in FORWARDING {
+            let h = headers(&[(name, "203.0.113.7")]);
+            assert!(trusted().ignores_forwarding(ip("192.0.2.1"), &h), "{name}");
+            assert!(!trusted().ignores_forwarding(ip("10.1.1.1"), &h), "{name}");
+        }
+        let plain = headers(&[("x-forwarded-proto", "https")]);
+        assert!(!trusted().ignores_forwarding(ip("192.0.2.1"), &plain));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod error;
 pub mod pages;
 pub mod status;
+pub mod untrusted_proxy;
 pub mod ws;
 
 use crate::node::Node;
