@@ -168,6 +168,7 @@ impl Application {
         let state = web::Data::new(AppState {
             node: node.clone(),
             proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
+            untrusted: Default::default(),
             limiter: http::discovery_limiter(config.discovery_rate, config.discovery_burst),
             max_frame_bytes: config.max_frame_bytes as usize,
             session: SessionSettings {

@@ -1,6 +1,7 @@
 //! `GET|HEAD /v0/hosties/{token}`.
 
 use super::error::ApiError;
+use super::untrusted_proxy::Request;
 use super::{AppState, pages};
 use crate::model::{DiscoveryOutcome, Limit};
 use crate::node::{Discovered, DiscoveryError, TokenSessions};
@@ -16,6 +17,7 @@ pub fn token_segment(path: &str) -> Option<&str> {
 }
 
 pub async fn discover(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    state.watch_forwarding(&req, Request::Discovery);
     let started = Instant::now();
     let (outcome, response) = match answer(&req, &state).await {
         Ok((outcome, res)) => (outcome, res),

@@ -18,11 +18,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use untrusted_proxy::{Request, UntrustedProxyWatch, Verdict};
 
 /// Shared by every worker of the public listeners.
 pub struct AppState {
     pub node: Arc<Node>,
     pub proxies: TrustedProxies,
+    /// Peers that send forwarding headers `proxies` ignores.
+    pub untrusted: UntrustedProxyWatch,
     /// Per-client-address discovery limiter; `None` when `--discovery-rate 0`.
     pub limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     pub max_frame_bytes: usize,
@@ -34,6 +37,37 @@ impl AppState {
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         self.proxies
             .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
+    }
+
+    /// Counts a request whose forwarding headers are ignored, and warns once of a peer that
+    /// keeps sending them: most likely a proxy missing from `--trusted-proxies`.
+    pub fn watch_forwarding(&self, req: &HttpRequest, request: Request) {
+        let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
+            return;
+        };
+        if !self.proxies.ignores_forwarding(peer, req.headers()) {
+            return;
+        }
+        let metrics = self.node.metrics();
+        metrics.forwarding_headers_ignored.inc();
+        match self.untrusted.note(peer, request) {
+            Verdict::Counted => {}
+            Verdict::NewSuspect => {
+                metrics.untrusted_proxies.inc();
+                tracing::warn!(
+                    %peer,
+                    "a proxy seems to be in front of this node, but its address is not in \
+                     --trusted-proxies: the forwarding headers it sends are ignored, so gateways \
+                     behind it that name no host are advertised at its address and its clients \
+                     share one rate limit. If it is yours, add its address range to \
+                     --trusted-proxies (HOSTIE_TRUSTED_PROXIES; Helm: config.trustedProxies)"
+                );
+            }
+            Verdict::TooMany => tracing::warn!(
+                suspects = untrusted_proxy::MAX_SUSPECTS,
+                "more peers send forwarding headers that are ignored; they are not named"
+            ),
+        }
     }
 }
 

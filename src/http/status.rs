@@ -26,6 +26,9 @@ pub struct ClusterStatus {
     pub discovery_rate: f64,
     /// The other nodes' figures could be read from the registry.
     pub registry_ok: bool,
+    /// Peers this node judged to be proxies outside `--trusted-proxies` (their forwarding
+    /// headers are ignored); 0 when all is well. Never their addresses: the log names them.
+    pub untrusted_proxies: usize,
     pub per_node: Vec<NodeStatus>,
 }
 
@@ -59,6 +62,7 @@ pub async fn status(state: &AppState) -> ClusterStatus {
         discovery_rate: (per_node.iter().map(|n| n.discovery_rate).sum::<f64>() * 10.0).round()
             / 10.0,
         registry_ok: view.registry_ok,
+        untrusted_proxies: state.untrusted.status().suspects,
         per_node,
     }
 }
@@ -123,6 +127,18 @@ pub async fn page(
             span #rate { (s.discovery_rate) } " discoveries/s."
             @if !s.registry_ok {
                 br; "The other nodes' figures cannot be read right now: only this node is counted."
+            }
+        }
+        @let untrusted = state.untrusted.status();
+        @if let Some(since) = untrusted.since.filter(|_| untrusted.suspects > 0) {
+            div.warn #untrusted-proxies data-count=(untrusted.suspects) {
+                strong { "Warning: " }
+                (untrusted.suspects) " proxy(ies) not trusted (since "
+                (humantime::format_rfc3339_seconds(since)) "): their forwarding headers are "
+                "ignored, so gateways behind them that name no host are advertised at a "
+                "proxy's address, and all their clients share one rate limit. Set "
+                code { "--trusted-proxies" } " (Helm: " code { "config.trustedProxies" }
+                ") to the load balancer's addresses; this node's log names them."
             }
         }
         h2 { "Is my token online?" }

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::untrusted_proxy::Request;
 use crate::hub::SESSION_QUEUE;
 use crate::model::{HostFrom, RegistrationResult, SessionId, SessionRecord, source_of};
 use crate::node::RegisterError;
@@ -82,6 +83,7 @@ async fn upgrade(
     }
 
     let client_ip = state.client_ip(req);
+    state.watch_forwarding(req, Request::Registration);
     let peer_ip = req.peer_addr().map(|a| a.ip());
     let (host, host_from) = match subprotocol.as_ref().and_then(|s| s.host.clone()) {
         Some(custom) => (custom, HostFrom::Gateway),

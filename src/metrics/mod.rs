@@ -52,6 +52,8 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub reach_probes: IntCounterVec,
     pub ready: IntGauge,
+    pub forwarding_headers_ignored: IntCounter,
+    pub untrusted_proxies: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -293,6 +295,22 @@ impl Metrics {
                 IntGauge::new(
                     "hostie_ready",
                     "1 while this node is ready (its /readyz would answer 200: Redis takes a write, the bus is subscribed, not draining), else 0; checked at each scrape.",
+                )
+                .expect("static metric definition"),
+            ),
+            forwarding_headers_ignored: register(
+                &registry,
+                IntCounter::new(
+                    "hostie_forwarding_headers_ignored_total",
+                    "Registrations and discoveries whose X-Forwarded-For, X-Real-IP or Forwarded was ignored: the peer is not in --trusted-proxies.",
+                )
+                .expect("static metric definition"),
+            ),
+            untrusted_proxies: register(
+                &registry,
+                IntGauge::new(
+                    "hostie_untrusted_proxies",
+                    "Peers outside --trusted-proxies judged to be proxies in front of this node: they keep sending forwarding headers, which are ignored. 0 when --trusted-proxies covers every proxy.",
                 )
                 .expect("static metric definition"),
             ),

@@ -53,6 +53,9 @@ async fn metrics_expose_the_documented_series() {
         "hostie_build_info{version=",
         "hostie_tls_reloads_total{result=\"ok\"} 0",
         "hostie_tls_reloads_total{result=\"error\"} 0",
+        "hostie_ready 1",
+        "hostie_forwarding_headers_ignored_total 0",
+        "hostie_untrusted_proxies 0",
     ] {
         assert!(text.contains(name), "missing {name} in:\n{text}");
     }

@@ -27,3 +27,4 @@ mod rpc;
 mod session_order;
 mod tls;
 mod topology_faults;
+mod untrusted_proxy;
