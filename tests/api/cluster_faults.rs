@@ -10,18 +10,18 @@ async fn sigkilled_node_is_failed_over_and_its_gateways_come_back_elsewhere() {
     let redis = RedisServer::start();
     let pfx = prefix();
     let url = redis.url();
-    let victim = spawn_process(&[
-        "--redis-url",
+    let victim = spawn_cluster_process(
         &url,
-        "--redis-prefix",
         &pfx,
-        "--heartbeat-interval",
-        "500ms",
-        "--heartbeat-ttl",
-        "3s",
-        "--rpc-timeout",
-        "3s",
-    ])
+        &[
+            "--heartbeat-interval",
+            "500ms",
+            "--heartbeat-ttl",
+            "3s",
+            "--rpc-timeout",
+            "3s",
+        ],
+    )
     .await;
     let mut config = cluster_config(&redis, &pfx);
     config.discovery_deadline = Duration::from_secs(3);
@@ -96,15 +96,7 @@ async fn a_token_whose_sessions_are_all_gone_is_a_404_that_says_so() {
     let pfx = prefix();
     let url = redis.url();
     // A long TTL: the killed node's records stay in Redis for the whole test.
-    let victim = spawn_process(&[
-        "--redis-url",
-        &url,
-        "--redis-prefix",
-        &pfx,
-        "--heartbeat-ttl",
-        "60s",
-    ])
-    .await;
+    let victim = spawn_cluster_process(&url, &pfx, &["--heartbeat-ttl", "60s"]).await;
     let mut config = cluster_config(&redis, &pfx);
     config.heartbeat_ttl = Duration::from_secs(60);
     let survivor = spawn_node(config).await;
@@ -137,18 +129,18 @@ async fn sigterm_drains_a_cluster_node_without_waiting_for_its_ttl() {
     let redis = RedisServer::start();
     let pfx = prefix();
     let url = redis.url();
-    let mut leaving = spawn_process(&[
-        "--redis-url",
+    let mut leaving = spawn_cluster_process(
         &url,
-        "--redis-prefix",
         &pfx,
-        "--heartbeat-ttl",
-        "30s",
-        "--drain-spread",
-        "300ms",
-        "--drain-grace",
-        "5s",
-    ])
+        &[
+            "--heartbeat-ttl",
+            "30s",
+            "--drain-spread",
+            "300ms",
+            "--drain-grace",
+            "5s",
+        ],
+    )
     .await;
     let staying = spawn_node(cluster_config(&redis, &pfx)).await;
     let tokens: Vec<String> = (0..3).map(|i| token(&format!("term{i}"))).collect();

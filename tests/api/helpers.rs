@@ -97,6 +97,21 @@ impl TestNode {
         format!("http://{}{}", self.http, path)
     }
 
+    /// GET `path` with this `Accept` value (`None`: no header); status, headers and body.
+    pub(crate) async fn get_as(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let res = req.send().await.unwrap();
+        let (status, headers) = (res.status().as_u16(), res.headers().clone());
+        (status, headers, res.text().await.unwrap())
+    }
+
     /// `GET /v0/hosties/{segment}`; the segment is sent as given (already percent-encoded).
     pub(crate) async fn discover(&self, segment: &str) -> (u16, Value) {
         let res = self
@@ -250,6 +265,13 @@ pub(crate) async fn spawn_process(args: &[&str]) -> NodeProcess {
         .capture_logs()
         .spawn()
         .await
+}
+
+/// [`spawn_process`] in cluster mode on the Redis at `url` under `prefix`, with `args`.
+pub(crate) async fn spawn_cluster_process(url: &str, prefix: &str, args: &[&str]) -> NodeProcess {
+    let mut all = vec!["--redis-url", url, "--redis-prefix", prefix];
+    all.extend_from_slice(args);
+    spawn_process(&all).await
 }
 
 /// Like [`spawn_process`], with the logs written to the file `log` as the node runs (a node

@@ -8,21 +8,6 @@ use std::time::Duration;
 
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
-/// GET with these `Accept` values (`None`: no header); status, headers and body.
-async fn get_as(
-    node: &TestNode,
-    path: &str,
-    accept: Option<&str>,
-) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut req = node.client.get(node.url(path));
-    if let Some(a) = accept {
-        req = req.header("accept", a);
-    }
-    let res = req.send().await.unwrap();
-    let (status, headers) = (res.status().as_u16(), res.headers().clone());
-    (status, headers, res.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn api_clients_get_the_same_json_whatever_their_accept_and_browsers_get_the_page() {
     let node = spawn_node(test_config()).await;
@@ -34,7 +19,7 @@ async fn api_clients_get_the_same_json_whatever_their_accept_and_browsers_get_th
         format!("/v0/hosties/{t}"),
         "/v0/hosties/insecure_nobody".into(),
     ] {
-        let (status, headers, plain) = get_as(&node, &path, None).await;
+        let (status, headers, plain) = node.get_as(&path, None).await;
         assert_eq!(headers["content-type"], "application/json", "{path}");
         for accept in [
             "*/*",
@@ -42,11 +27,11 @@ async fn api_clients_get_the_same_json_whatever_their_accept_and_browsers_get_th
             "text/html;q=0",
             "text/plain, */*",
         ] {
-            let (s, h, body) = get_as(&node, &path, Some(accept)).await;
+            let (s, h, body) = node.get_as(&path, Some(accept)).await;
             assert_eq!((s, &body), (status, &plain), "{path} with {accept}");
             assert_eq!(h["content-type"], "application/json");
         }
-        let (s, h, page) = get_as(&node, &path, Some(BROWSER_ACCEPT)).await;
+        let (s, h, page) = node.get_as(&path, Some(BROWSER_ACCEPT)).await;
         assert_eq!(s, status, "the page has the JSON twin's status: {path}");
         assert_eq!(h["content-type"], "text/html; charset=utf-8");
         assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
@@ -91,7 +76,9 @@ async fn the_token_page_explains_and_never_shows_the_token() {
     )
     .await
     .unwrap();
-    let (status, _, page) = get_as(&node, &format!("/v0/hosties/{t}"), Some(BROWSER_ACCEPT)).await;
+    let (status, _, page) = node
+        .get_as(&format!("/v0/hosties/{t}"), Some(BROWSER_ACCEPT))
+        .await;
     assert_eq!(status, 200);
     assert!(!page.contains(&t), "the token is never shown in full");
     for fact in [
@@ -111,23 +98,20 @@ async fn the_token_page_explains_and_never_shows_the_token() {
     assert_eq!(node.discover(&t).await.1["host"], "127.0.0.1");
     assert_eq!(node.metric("hostie_rejected_hosts_total").await, 1.0);
     // Offline, with the diagnosis and what to do.
-    let (status, _, page) = get_as(
-        &node,
-        &format!("/v0/hosties/%22{t}%22"),
-        Some(BROWSER_ACCEPT),
-    )
-    .await;
+    let (status, _, page) = node
+        .get_as(&format!("/v0/hosties/%22{t}%22"), Some(BROWSER_ACCEPT))
+        .await;
     assert_eq!(status, 404);
     assert!(page.contains("data-status=\"token_quoted\""), "{page}");
     assert!(page.contains("id=\"advice\""));
     assert!(!page.contains(&t));
     // Markup in a token is text, never markup.
-    let (_, _, page) = get_as(
-        &node,
-        "/v0/hosties/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
-        Some(BROWSER_ACCEPT),
-    )
-    .await;
+    let (_, _, page) = node
+        .get_as(
+            "/v0/hosties/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            Some(BROWSER_ACCEPT),
+        )
+        .await;
     assert!(!page.contains("<script"), "{page}");
 }
 
@@ -146,7 +130,7 @@ async fn the_status_form_sends_the_browser_to_the_token_page() {
     assert_eq!(res.status(), 303);
     // Trimmed, then encoded as one path segment.
     assert_eq!(res.headers()["location"], "/v0/hosties/a%2Fb%22c");
-    let (status, _, page) = get_as(&node, "/?token=", None).await;
+    let (status, _, page) = node.get_as("/?token=", None).await;
     assert_eq!(status, 200, "an empty form shows the page: {page}");
 }
 
@@ -175,14 +159,14 @@ async fn the_cluster_status_counts_every_node_and_shows_no_token() {
         tokens.push(t);
     }
     let counted = eventually(Duration::from_secs(10), || async {
-        let (_, _, body) = get_as(&nodes[1], "/v0/status", None).await;
+        let (_, _, body) = nodes[1].get_as("/v0/status", None).await;
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         json["sessions"] == 6 && json["nodes"] == 3
     })
     .await;
     assert!(counted, "every node's sessions counted through node 1");
     for node in &nodes {
-        let (status, headers, body) = get_as(node, "/v0/status", None).await;
+        let (status, headers, body) = node.get_as("/v0/status", None).await;
         assert_eq!(
             (status, &headers["content-type"]),
             (200, &"application/json".parse().unwrap())
@@ -198,10 +182,10 @@ async fn the_cluster_status_counts_every_node_and_shows_no_token() {
             .collect();
         assert_eq!(per_node.iter().sum::<u64>(), 6, "{body}");
         // The same figures as JSON on `/` when asked by name, and on the page.
-        let (_, _, twin) = get_as(node, "/", Some("application/json")).await;
+        let (_, _, twin) = node.get_as("/", Some("application/json")).await;
         let twin: serde_json::Value = serde_json::from_str(&twin).unwrap();
         assert_eq!(twin["sessions"], json["sessions"]);
-        let (_, _, page) = get_as(node, "/", None).await;
+        let (_, _, page) = node.get_as("/", None).await;
         assert!(page.contains("<span id=\"sessions\">6</span>"), "{page}");
         assert!(page.contains("<span id=\"nodes\">3</span>"));
         for text in [&body, &page] {
@@ -216,7 +200,7 @@ async fn the_cluster_status_counts_every_node_and_shows_no_token() {
     drop(c);
     drop(gateways);
     let shrunk = eventually(Duration::from_secs(15), || async {
-        let (_, _, body) = get_as(&a, "/v0/status", None).await;
+        let (_, _, body) = a.get_as("/v0/status", None).await;
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         json["nodes"] == 2
     })

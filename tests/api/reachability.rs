@@ -72,16 +72,9 @@ async fn answers_say_whether_the_advertised_address_accepts_connections() {
         assert!(n >= 1.0, "{result}: {n}");
     }
     // The token's page says it, and what to do.
-    let page = node
-        .client
-        .get(node.url(&format!("/v0/hosties/{down}")))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, _, page) = node
+        .get_as(&format!("/v0/hosties/{down}"), Some("text/html"))
+        .await;
     assert!(page.contains("data-reach=\"unreachable\""), "{page}");
     assert!(page.contains("behind NAT or a firewall"));
 }
@@ -114,15 +107,7 @@ async fn a_denied_address_is_never_connected_to_and_without_the_probe_nothing_ch
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let body = plain
-        .client
-        .get(plain.url(&format!("/v0/hosties/{t}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, _, body) = plain.get_as(&format!("/v0/hosties/{t}"), None).await;
     assert_eq!(
         body,
         format!(r#"{{"host":"127.0.0.1","ip":"127.0.0.1","port":{open}}}"#)

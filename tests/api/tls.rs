@@ -76,15 +76,7 @@ async fn wss_registration_and_https_discovery() {
         Some("io|0.0.1|fake-wechaty-id||18789")
     );
 
-    let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    let res = https
-        .get(format!("https://{tls_addr}/v0/hosties/{t}"))
-        .send()
-        .await
-        .unwrap();
+    let res = https_discover(tls_addr, &cert.cert_pem, &t).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.text().await.unwrap(),
@@ -197,6 +189,18 @@ async fn presented(addr: SocketAddr, candidates: &[&Pair]) -> CertificateDer<'st
         .clone()
 }
 
+/// `GET /v0/hosties/{token}` over HTTPS from a client that trusts only `cert_pem`.
+async fn https_discover(tls_addr: SocketAddr, cert_pem: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("https://{tls_addr}/v0/hosties/{token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn reloads(node: &TestNode, result: &str) -> f64 {
     node.metric(&format!("hostie_tls_reloads_total{{result=\"{result}\"}}"))
         .await
@@ -229,15 +233,7 @@ async fn a_rotated_certificate_serves_new_handshakes_and_live_sessions_stay() {
     assert_eq!(reloads(&node, "ok").await, 1.0);
     assert_eq!(reloads(&node, "error").await, 0.0);
     // A client trusting only the new certificate discovers over HTTPS.
-    let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(new.cert_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    let res = https
-        .get(format!("https://{tls_addr}/v0/hosties/{t}"))
-        .send()
-        .await
-        .unwrap();
+    let res = https_discover(tls_addr, &new.cert_pem, &t).await;
     assert_eq!(res.status(), 200);
 
     // The session set up with the old certificate is still open and still answers: the
