@@ -16,25 +16,30 @@ use actix_web::http::{Method, StatusCode};
 use maud::{DOCTYPE, Markup, html};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Whether the request asks for HTML by name (`text/html` with a non-zero quality); `*/*` and
-/// no `Accept` at all get JSON.
+/// Whether the request asks for HTML by name: `text/html` with a quality above 0 and above
+/// JSON's (`application/json` or `application/*`). `*/*` and no `Accept` at all get JSON, as
+/// does the JDK's `HttpURLConnection` default (`text/html, image/gif, image/jpeg, *; q=.2,
+/// */*; q=.2`), recognised by its bare `*`: a Java script that sets no `Accept` is no browser.
 pub fn wants_html(headers: &HeaderMap) -> bool {
-    headers
+    let (mut html, mut json) = (0.0_f32, 0.0_f32);
+    for item in headers
         .get_all(header::ACCEPT)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let is_html = parts
-                .next()
-                .is_some_and(|m| m.eq_ignore_ascii_case("text/html"));
-            let zero = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            is_html && !zero
-        })
+    {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .find_map(|p| p.strip_prefix("q="))
+            .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+        match media.as_str() {
+            "*" => return false,
+            "text/html" => html = html.max(q),
+            "application/json" | "application/*" => json = json.max(q),
+            _ => {}
+        }
+    }
+    html > 0.0 && html > json
 }
 
 /// A page response: no caching, no referrer, no framing, no indexing, nothing loaded.
@@ -330,6 +335,13 @@ mod tests {
         )));
         assert!(wants_html(&accept(
             "application/json;q=0.5, TEXT/HTML ;q=0.9"
+        )));
+        // JSON preferred, or as much: JSON.
+        assert!(!wants_html(&accept("application/json, text/html;q=0.5")));
+        assert!(!wants_html(&accept("text/html, application/json")));
+        // The JDK's HttpURLConnection default: a script, not a browser.
+        assert!(!wants_html(&accept(
+            "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2"
         )));
     }
 

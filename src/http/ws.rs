@@ -84,7 +84,8 @@ async fn upgrade(
 
     let client_ip = state.client_ip(req);
     state.watch_forwarding(req, Request::Registration);
-    let peer_ip = req.peer_addr().map(|a| a.ip());
+    // Canonical, as the client address is: an IPv4 peer on a dual-stack listener is ::ffff:….
+    let peer_ip = req.peer_addr().map(|a| a.ip().to_canonical());
     let (host, host_from) = match subprotocol.as_ref().and_then(|s| s.host.clone()) {
         Some(custom) => (custom, HostFrom::Gateway),
         None => (

@@ -26,6 +26,9 @@ async fn api_clients_get_the_same_json_whatever_their_accept_and_browsers_get_th
             "application/json",
             "text/html;q=0",
             "text/plain, */*",
+            "application/json, text/html;q=0.5",
+            // The JDK's HttpURLConnection default.
+            "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2",
         ] {
             let (s, h, body) = node.get_as(&path, Some(accept)).await;
             assert_eq!((s, &body), (status, &plain), "{path} with {accept}");
@@ -54,7 +57,8 @@ async fn api_clients_get_the_same_json_whatever_their_accept_and_browsers_get_th
     assert_eq!(
         node.metric("hostie_discoveries_total{outcome=\"hit\"}")
             .await,
-        6.0,
+        // The live token: no Accept, six others, and the page.
+        8.0,
         "pages are discoveries too"
     );
 }
@@ -106,13 +110,19 @@ async fn the_token_page_explains_and_never_shows_the_token() {
     assert!(page.contains("id=\"advice\""));
     assert!(!page.contains(&t));
     // Markup in a token is text, never markup.
+    // Markup a gateway sends (its subprotocol version) is text too.
+    let marked = token("markup");
+    let _gw3 = Gateway::connect(
+        node.http,
+        GatewayOptions::new(&marked, 4343).subprotocol("io|<b>x</b>|id||4343"),
+    )
+    .await
+    .unwrap();
     let (_, _, page) = node
-        .get_as(
-            "/v0/hosties/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
-            Some(BROWSER_ACCEPT),
-        )
+        .get_as(&format!("/v0/hosties/{marked}"), Some(BROWSER_ACCEPT))
         .await;
-    assert!(!page.contains("<script"), "{page}");
+    assert!(page.contains("io &lt;b&gt;x&lt;/b&gt;"), "{page}");
+    assert!(!page.contains("<b>"), "{page}");
 }
 
 #[tokio::test]
