@@ -96,10 +96,11 @@ pub struct Config {
 
     /// Comma-separated CIDRs never probed (an address a gateway names, or its name resolves to,
     /// in one of them is reported `denied`), so that the probe cannot be used to scan the
-    /// operator's network. The default: loopback, link-local, private, shared (CGNAT) and
-    /// unspecified ranges.
+    /// operator's network. The default: loopback, link-local, private, shared (CGNAT),
+    /// benchmarking, multicast, reserved and unspecified ranges. NAT64 (`64:ff9b::/96`) and
+    /// 6to4 (`2002::/16`) addresses are checked as the IPv4 address they lead to.
     #[arg(long, env = "HOSTIE_PROBE_DENY", value_parser = cidrs,
-          default_value = "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,169.254.0.0/16,172.16.0.0/12,192.168.0.0/16,::/128,::1/128,fc00::/7,fe80::/10")]
+          default_value = "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,169.254.0.0/16,172.16.0.0/12,192.0.0.0/24,192.168.0.0/16,198.18.0.0/15,224.0.0.0/4,240.0.0.0/4,::/96,fc00::/7,fe80::/10,fec0::/10,ff00::/8")]
     pub probe_deny: Cidrs,
 
     /// Port answered when a session cannot say its own.

@@ -11,7 +11,7 @@ use crate::model::{
     newest_first,
 };
 use crate::protocol::{PeerHint, TokenHash};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -62,6 +62,11 @@ struct Tables {
     shared: HashSet<TokenHash>,
     /// Sessions per source (`SessionRecord::source`), for the per-source cap.
     by_source: HashMap<String, usize>,
+    /// Sessions never probed for reachability, in registration order (only while probing).
+    probe_fresh: VecDeque<SessionId>,
+    /// Sessions to probe again, and when: in due order, since every entry is pushed one
+    /// interval after its probe ended. Closed sessions are skipped when popped.
+    probe_again: VecDeque<(Instant, SessionId)>,
 }
 
 impl Tables {
@@ -144,6 +149,9 @@ impl Hub {
                 .entry(record.token)
                 .or_default()
                 .push(record.session);
+            if self.reach_enabled.load(Ordering::Relaxed) {
+                t.probe_fresh.push_back(record.session);
+            }
         }
         t.sessions.insert(
             record.session,
@@ -271,37 +279,61 @@ impl Hub {
         }
     }
 
-    /// From now on answers carry each session's reachability (`--probe-reachability`).
+    /// From now on answers carry each session's reachability (`--probe-reachability`), and
+    /// every discoverable session is queued for its first probe.
     pub fn enable_reach(&self) {
+        let mut t = self.lock();
         self.reach_enabled.store(true, Ordering::SeqCst);
+        let ids: Vec<SessionId> = t
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.discoverable)
+            .map(|(id, _)| *id)
+            .collect();
+        t.probe_fresh.extend(ids);
     }
 
-    /// Up to `max` discoverable sessions to probe now: never probed, or last probed `every`
-    /// ago or more; each is marked as being probed until [`Hub::set_reach`].
-    pub fn probe_due(&self, every: Duration, max: usize) -> Vec<(SessionId, Arc<SessionRecord>)> {
+    /// Whether this node probes reachability: only then do its answers carry it.
+    pub fn reach_enabled(&self) -> bool {
+        self.reach_enabled.load(Ordering::Relaxed)
+    }
+
+    /// Up to `max` sessions to probe now: sessions never probed first, then those whose next
+    /// probe is due. Each is marked as being probed until [`Hub::set_reach`]. Amortised O(1) a
+    /// session: queues, not a scan of every session under the lock.
+    pub fn probe_due(&self, max: usize) -> Vec<(SessionId, Arc<SessionRecord>)> {
         let now = Instant::now();
         let mut t = self.lock();
         let mut due: Vec<(SessionId, Arc<SessionRecord>)> = Vec::new();
-        for (id, s) in t.sessions.iter_mut() {
-            if due.len() >= max {
-                break;
-            }
-            let stale = s
-                .reach
-                .is_none_or(|(_, at)| now.saturating_duration_since(at) >= every);
-            if s.discoverable && !s.probing && stale {
+        while due.len() < max {
+            let id = match t.probe_fresh.pop_front() {
+                Some(id) => id,
+                None => match t.probe_again.front() {
+                    Some(&(at, id)) if at <= now => {
+                        t.probe_again.pop_front();
+                        id
+                    }
+                    _ => break,
+                },
+            };
+            if let Some(s) = t.sessions.get_mut(&id)
+                && !s.probing
+            {
                 s.probing = true;
-                due.push((*id, s.record.clone()));
+                due.push((id, s.record.clone()));
             }
         }
         due
     }
 
-    /// A probe of `session` ended: `None` when it could not run (the session did not answer).
-    pub fn set_reach(&self, session: SessionId, reach: Option<Reach>) {
-        if let Some(s) = self.lock().sessions.get_mut(&session) {
+    /// A probe of `session` ended (`None`: it could not run, the session did not answer); the
+    /// next is due at `next`.
+    pub fn set_reach(&self, session: SessionId, reach: Option<Reach>, next: Instant) {
+        let mut t = self.lock();
+        if let Some(s) = t.sessions.get_mut(&session) {
             s.probing = false;
             s.reach = reach.map(|r| (r, Instant::now())).or(s.reach);
+            t.probe_again.push_back((next, session));
         }
     }
 
@@ -376,5 +408,65 @@ impl Hub {
                 .send_timeout(SessionCmd::Drain, Duration::from_millis(100))
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NodeId;
+
+    fn insert(hub: &Hub, discoverable: bool) -> SessionId {
+        let record = SessionRecord {
+            session: SessionId::new(),
+            node: NodeId("a".into()),
+            token: TokenHash([1; 32]),
+            registered_at_us: 1,
+            host: "203.0.113.7".into(),
+            port_hint: Some(1),
+            peer: PeerHint::Ask,
+            source: None,
+            host_from: None,
+            rejected_host: false,
+            version: None,
+        };
+        let id = record.session;
+        let (tx, _rx) = mpsc::channel(1);
+        hub.insert(Arc::new(record), discoverable, tx, None)
+            .unwrap();
+        id
+    }
+
+    fn ids(due: Vec<(SessionId, Arc<SessionRecord>)>) -> Vec<SessionId> {
+        due.into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn probes_go_to_sessions_never_probed_first_then_to_those_due_each_once_at_a_time() {
+        let hub = Hub::new(100, 0, 8788, Arc::new(Metrics::new("test")));
+        let before = insert(&hub, true);
+        hub.enable_reach();
+        let (a, b) = (insert(&hub, true), insert(&hub, true));
+        insert(&hub, false);
+        let gone = insert(&hub, true);
+        hub.remove(gone);
+        assert_eq!(ids(hub.probe_due(2)), [before, a], "in registration order");
+        assert_eq!(
+            ids(hub.probe_due(5)),
+            [b],
+            "neither the closed nor the undiscoverable"
+        );
+        assert!(hub.probe_due(5).is_empty(), "nothing probed twice at once");
+        let now = Instant::now();
+        // Each next probe one interval after its probe ended (here the first one's is due).
+        hub.set_reach(a, None, now);
+        hub.set_reach(
+            before,
+            Some(Reach::Reachable),
+            now + Duration::from_secs(60),
+        );
+        hub.set_reach(b, Some(Reach::Denied), now + Duration::from_secs(60));
+        assert_eq!(ids(hub.probe_due(5)), [a], "only what is due");
+        assert!(hub.probe_due(5).is_empty());
     }
 }

@@ -19,7 +19,7 @@ use super::Node;
 use crate::bus::TransportError;
 use crate::metrics::Label;
 use crate::model::{
-    DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, SessionRecord, order,
+    DiscoveryOutcome, LookupSource, PortAnswer, PortError, PortSource, Reach, SessionRecord, order,
 };
 use crate::protocol::{HostieAnswer, TokenHash};
 use crate::registry::{Lookup, RegistryError};
@@ -272,7 +272,7 @@ impl Node {
             self.remote.forget(hash);
         }
         match (fallback, last_error) {
-            (Some((record, answer)), _) => Ok(found(record, answer)),
+            (Some((record, answer)), _) => Ok(found(record, answer, self.hub.reach_enabled())),
             (None, Some(e)) => Err(DiscoveryError::Unreachable(e)),
             (None, None) if candidates.is_empty() => Err(DiscoveryError::NotFound),
             (None, None) => Err(DiscoveryError::Gone),
@@ -280,14 +280,17 @@ impl Node {
     }
 }
 
-fn found(record: &SessionRecord, answer: PortAnswer) -> Discovered {
+/// The answer for `record`'s session. `probing`: this node runs with `--probe-reachability`;
+/// the answer's shape follows the answering node's setting, whatever the owner's (an owner
+/// that does not probe gives `unchecked`).
+fn found(record: &SessionRecord, answer: PortAnswer, probing: bool) -> Discovered {
     let outcome = match answer.source {
         PortSource::Rpc => DiscoveryOutcome::Hit,
         PortSource::NoPeer | PortSource::RpcFailed => DiscoveryOutcome::Fallback,
         PortSource::RpcTimeout => DiscoveryOutcome::Timeout,
     };
     let mut found = HostieAnswer::found(&record.host, answer.port);
-    found.reachability = answer.reach.map(|r| r.label());
+    found.reachability = probing.then(|| answer.reach.unwrap_or(Reach::Unchecked).label());
     Discovered {
         answer: found,
         outcome,

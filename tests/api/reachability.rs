@@ -121,3 +121,42 @@ fn test_config_default_deny() -> Cidrs {
         .unwrap()
         .probe_deny
 }
+
+/// The answer's shape follows the answering node's setting: a node without the probe answers
+/// the three fields for a session on a node with it, and one with the probe answers
+/// `unchecked` for a session on a node without it.
+#[tokio::test]
+async fn the_answering_nodes_setting_decides_the_answers_shape() {
+    let redis = hostie_testkit::redis_server::RedisServer::start();
+    let pfx = prefix();
+    let mut probing_config = cluster_config(&redis, &pfx);
+    probing_config.probe_reachability = true;
+    probing_config.probe_deny = Cidrs(vec![]);
+    let probing = spawn_node(probing_config).await;
+    let plain = spawn_node(cluster_config(&redis, &pfx)).await;
+    let (open, _) = listening().await;
+    let (on_probing, on_plain) = (token("reach-owner"), token("reach-plain-owner"));
+    let _gw1 = Gateway::connect(probing.http, GatewayOptions::new(&on_probing, open))
+        .await
+        .unwrap();
+    let _gw2 = Gateway::connect(plain.http, GatewayOptions::new(&on_plain, open))
+        .await
+        .unwrap();
+    let probed = eventually(Duration::from_secs(10), || async {
+        probing.discover(&on_probing).await.1["reachability"] == "reachable"
+    })
+    .await;
+    assert!(probed);
+    let (_, _, body) = plain
+        .get_as(&format!("/v0/hosties/{on_probing}"), None)
+        .await;
+    assert_eq!(
+        body,
+        format!(r#"{{"host":"127.0.0.1","ip":"127.0.0.1","port":{open}}}"#)
+    );
+    let (status, body) = probing.discover(&on_plain).await;
+    assert_eq!(
+        (status, &body["reachability"]),
+        (200, &serde_json::json!("unchecked"))
+    );
+}
