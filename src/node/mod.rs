@@ -84,6 +84,8 @@ pub struct Node {
     rate_meter: Mutex<(Instant, u64, f64)>,
     /// The last [`Node::cluster_view`] read from the registry, and when.
     cluster_view: Mutex<Option<(Instant, ClusterView)>>,
+    /// Held while one request reads the cluster's figures from the registry.
+    cluster_reader: tokio::sync::Mutex<()>,
 }
 
 /// What the cluster status page shows (see [`Node::cluster_view`]).
@@ -121,6 +123,7 @@ impl Node {
             dead_peers: Mutex::default(),
             rate_meter: Mutex::new((Instant::now(), 0, 0.0)),
             cluster_view: Mutex::default(),
+            cluster_reader: tokio::sync::Mutex::const_new(()),
         });
         let responder: Weak<dyn PortResponder> = Arc::downgrade(&node) as _;
         node.bus.serve(responder);
@@ -155,15 +158,22 @@ impl Node {
     }
 
     /// Every live node's figures for the cluster status page: this node's own as of now, the
-    /// others' as of their last heartbeat. Read from the registry at most once a second
-    /// (a page that scripts poll must not cost Redis per request); `None` for the others
-    /// when the registry cannot be read.
+    /// others' as of their last heartbeat. Read from the registry at most once a second, by
+    /// one request at a time (a page that scripts poll must not cost Redis per request);
+    /// only this node's own when the registry cannot be read.
     pub async fn cluster_view(&self) -> ClusterView {
-        let cached = lock(&self.cluster_view)
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
-            .map(|(_, view)| view.clone());
-        let mut view = match cached {
+        let cached = || {
+            lock(&self.cluster_view)
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
+                .map(|(_, view)| view.clone())
+        };
+        // One reader at a time: requests that arrive while it reads wait for its view.
+        let mut _reading = None;
+        if cached().is_none() {
+            _reading = Some(self.cluster_reader.lock().await);
+        }
+        let mut view = match cached() {
             Some(view) => view,
             None => {
                 let read = tokio::time::timeout(
