@@ -92,6 +92,85 @@ pub(crate) struct LoadResult {
     pub(crate) slow: u64,
     /// The `other` answers by status.
     pub(crate) others: std::collections::BTreeMap<u16, u64>,
+    /// The slow answers: when each was sent and how long it took (the first [`LATE_KEPT`]).
+    pub(crate) late: Vec<(Instant, Duration)>,
+}
+
+/// Slow answers kept with their times, at most (for [`LagProbe::explains`]).
+const LATE_KEPT: usize = 100_000;
+
+/// How late the load generator's own tasks run: a task on the same runtime that sleeps
+/// [`LagProbe::PERIOD`] again and again and records how much later than asked it woke. An
+/// answer measured late while the generator itself was stalled may have arrived in time.
+pub(crate) struct LagProbe {
+    samples: Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LagProbe {
+    const PERIOD: Duration = Duration::from_millis(10);
+
+    pub(crate) fn start() -> Self {
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = samples.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let asked = Instant::now();
+                tokio::time::sleep(Self::PERIOD).await;
+                let woke = Instant::now();
+                let lag = woke.duration_since(asked).saturating_sub(Self::PERIOD);
+                kept.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((woke, lag));
+            }
+        });
+        Self { samples, task }
+    }
+
+    /// Stops it; its samples: when each wake-up came and how late.
+    pub(crate) fn stop(self) -> Vec<(Instant, Duration)> {
+        self.task.abort();
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Of `late` answers (sent at, took), how many would have been within `deadline` but for
+    /// the generator's own longest stall during them: a wake-up after the request was sent
+    /// whose lateness began before its answer was read.
+    pub(crate) fn explains(
+        samples: &[(Instant, Duration)],
+        late: &[(Instant, Duration)],
+        deadline: Duration,
+    ) -> usize {
+        late.iter()
+            .filter(|(sent, took)| {
+                let end = *sent + *took;
+                let start = samples.partition_point(|(at, _)| *at < *sent);
+                let stall = samples[start..]
+                    .iter()
+                    // Each sleep begins after the previous wake-up: stalls begin in order.
+                    .take_while(|(at, lag)| at.checked_sub(*lag).is_none_or(|s| s <= end))
+                    .map(|(at, lag)| {
+                        // Only the part of the stall inside the request counts.
+                        let began = at.checked_sub(*lag).unwrap_or(*sent).max(*sent);
+                        at.min(&end).saturating_duration_since(began)
+                    })
+                    .max()
+                    .unwrap_or_default();
+                took.saturating_sub(stall) < deadline
+            })
+            .count()
+    }
+
+    /// The samples' p99 and largest lag.
+    pub(crate) fn summary(samples: &[(Instant, Duration)]) -> (Duration, Duration) {
+        let mut lags: Vec<Duration> = samples.iter().map(|(_, l)| *l).collect();
+        lags.sort_unstable();
+        let p99 = lags
+            .get((lags.len() * 99 / 100).min(lags.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default();
+        (p99, lags.last().copied().unwrap_or_default())
+    }
 }
 
 impl LoadResult {
@@ -140,6 +219,7 @@ pub(crate) async fn run(spec: LoadSpec) -> LoadResult {
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let (mut ok, mut not_found, mut other, mut slowc) = (0u64, 0u64, 0u64, 0u64);
+            let mut late = Vec::new();
             let mut others = std::collections::BTreeMap::<u16, u64>::new();
             let mut conn = Conn::open(addr).await.expect("load generator connects");
             let mut i = c;
@@ -171,12 +251,16 @@ pub(crate) async fn run(spec: LoadSpec) -> LoadResult {
                 }
                 if took >= slow {
                     slowc += 1;
+                    if late.len() < LATE_KEPT {
+                        late.push((t0, took));
+                    }
                 }
                 sent += 1;
             }
             let mut r = LoadResult::empty();
             r.hist = hist;
             (r.ok, r.not_found, r.other, r.slow, r.others) = (ok, not_found, other, slowc, others);
+            r.late = late;
             r
         }));
     }
@@ -201,6 +285,8 @@ impl LoadResult {
         for (status, n) in &other.others {
             *self.others.entry(*status).or_default() += n;
         }
+        let room = LATE_KEPT.saturating_sub(self.late.len());
+        self.late.extend(other.late.iter().take(room));
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 
@@ -214,6 +300,7 @@ impl LoadResult {
             other: 0,
             slow: 0,
             others: std::collections::BTreeMap::new(),
+            late: Vec::new(),
         }
     }
 

@@ -1337,6 +1337,8 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
         rig.live().iter().map(|k| (*k, rig.node(*k).http)).collect(),
     ));
     let lb = rig.lb.addr;
+    // The load generator's own stalls, to tell them from hostie's in the late answers.
+    let lag = load::LagProbe::start();
     let load_on = |targets: Box<dyn Fn() -> Vec<SocketAddr> + Send>| {
         let (paths, done) = (paths.clone(), done.clone());
         tokio::spawn(async move {
@@ -1410,6 +1412,17 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
         .collect::<Vec<_>>()
         .join(", ");
     let d = direct.await.expect("the load task");
+    let lag = lag.stop();
+    let (lag_p99, lag_max) = load::LagProbe::summary(&lag);
+    let stalls = format!(
+        "the load generator's own wake-ups late by p99 {}, max {}; of the answers past the \
+         deadline, in time but for its stall during them: {} through nginx, {} straight",
+        us(lag_p99.as_micros() as u64),
+        us(lag_max.as_micros() as u64),
+        load::LagProbe::explains(&lag, &r.late, DEADLINE),
+        load::LagProbe::explains(&lag, &d.late, DEADLINE),
+    );
+    eprintln!("bench: rolling restart: {stalls}");
     // 503 ("unsure, retry") is a right answer while nodes come and go; anything else but a
     // 200 or a 404 is not, nor is an answer past the deadline.
     for (r, how) in [(&r, "through nginx"), (&d, "straight to the nodes")] {
@@ -1473,7 +1486,7 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
             })
             .collect::<Vec<_>>()
             .join("; ")
-            + &format!("; the nodes' own counts of their discoveries (a node's last ones before its exit left out): {counted}"),
+            + &format!("; the nodes' own counts of their discoveries (a node's last ones before its exit left out): {counted}; {stalls}"),
     ]);
 }
 
