@@ -13,6 +13,14 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);
 
+/// A client address, and whether a trusted proxy's forwarding header named it (else it is the
+/// TCP peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub ip: IpAddr,
+    pub forwarded: bool,
+}
+
 impl TrustedProxies {
     pub fn new(cidrs: Vec<IpNet>) -> Self {
         Self(cidrs)
@@ -27,12 +35,26 @@ impl TrustedProxies {
     /// ([`Self::walk`]). Else, or when none names a client, the peer itself. IPv4-mapped IPv6
     /// addresses come back as IPv4.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        self.client(peer, headers).map(|c| c.ip)
+    }
+
+    /// [`Self::client_ip`], and where it came from.
+    pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<ClientAddr> {
         let peer = peer.map(|p| p.to_canonical());
         let forwarded = match peer {
             Some(p) if self.trusts(p) => self.forwarded_ip(headers),
             _ => None,
         };
-        forwarded.or(peer).map(|ip| ip.to_canonical())
+        match forwarded {
+            Some(ip) => Some(ClientAddr {
+                ip: ip.to_canonical(),
+                forwarded: true,
+            }),
+            None => peer.map(|ip| ClientAddr {
+                ip,
+                forwarded: false,
+            }),
+        }
     }
 
     /// Whether `headers` carry forwarding headers that [`Self::client_ip`] ignores because the
@@ -141,6 +163,30 @@ mod tests {
 
     fn trusted() -> TrustedProxies {
         TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()])
+    }
+
+    #[test]
+    fn the_client_says_whether_a_trusted_header_named_it() {
+        let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        let named = |peer: &str| trusted().client(Some(ip(peer)), &h);
+        assert_eq!(
+            named("10.0.0.1"),
+            Some(ClientAddr {
+                ip: ip("203.0.113.7"),
+                forwarded: true
+            })
+        );
+        for peer in ["192.0.2.1", "::ffff:192.0.2.1"] {
+            assert_eq!(
+                named(peer),
+                Some(ClientAddr {
+                    ip: ip("192.0.2.1"),
+                    forwarded: false
+                }),
+                "{peer}"
+            );
+        }
+        assert_eq!(trusted().client(None, &h), None);
     }
 
     #[test]

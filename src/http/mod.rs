@@ -35,8 +35,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.client(req).map(|c| c.ip)
+    }
+
+    /// The client address, and whether a trusted proxy's header named it.
+    pub fn client(&self, req: &HttpRequest) -> Option<client_addr::ClientAddr> {
         self.proxies
-            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
+            .client(req.peer_addr().map(|a| a.ip()), req.headers())
     }
 
     /// Counts a request whose forwarding headers are ignored, and warns once of a peer that

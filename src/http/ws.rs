@@ -82,15 +82,14 @@ async fn upgrade(
             .insert(header::SEC_WEBSOCKET_PROTOCOL, echo);
     }
 
-    let client_ip = state.client_ip(req);
+    let client = state.client(req);
+    let client_ip = client.map(|c| c.ip);
     state.watch_forwarding(req, Request::Registration);
-    // Canonical, as the client address is: an IPv4 peer on a dual-stack listener is ::ffff:….
-    let peer_ip = req.peer_addr().map(|a| a.ip().to_canonical());
     let (host, host_from) = match subprotocol.as_ref().and_then(|s| s.host.clone()) {
         Some(custom) => (custom, HostFrom::Gateway),
         None => (
             client_ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string()),
-            if client_ip.is_some() && client_ip != peer_ip {
+            if client.is_some_and(|c| c.forwarded) {
                 HostFrom::Forwarded
             } else {
                 HostFrom::Peer

@@ -221,6 +221,16 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
         let (status, body) = node.discover(&t).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["host"], expected, "trusted={trusted}");
+        // The token's page says where the address came from.
+        let (_, _, page) = node
+            .get_as(&format!("/v0/hosties/{t}"), Some("text/html"))
+            .await;
+        let from = if trusted {
+            "from a trusted proxy"
+        } else {
+            "connection address"
+        };
+        assert!(page.contains(from), "trusted={trusted}: {page}");
         drop(gw);
     }
 }
