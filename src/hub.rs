@@ -414,22 +414,9 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NodeId;
 
     fn insert(hub: &Hub, discoverable: bool) -> SessionId {
-        let record = SessionRecord {
-            session: SessionId::new(),
-            node: NodeId("a".into()),
-            token: TokenHash([1; 32]),
-            registered_at_us: 1,
-            host: "203.0.113.7".into(),
-            port_hint: Some(1),
-            peer: PeerHint::Ask,
-            source: None,
-            host_from: None,
-            rejected_host: false,
-            version: None,
-        };
+        let record = SessionRecord::example(TokenHash([1; 32]), "a");
         let id = record.session;
         let (tx, _rx) = mpsc::channel(1);
         hub.insert(Arc::new(record), discoverable, tx, None)

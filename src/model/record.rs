@@ -103,23 +103,35 @@ pub fn newest_first(records: &mut [SessionRecord]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{NodeId, SessionId};
-
-    fn rec(at: u64, source: Option<&str>) -> SessionRecord {
-        SessionRecord {
-            session: SessionId::new(),
-            node: NodeId("n".into()),
-            token: TokenHash([1; 32]),
-            registered_at_us: at,
-            host: String::new(),
-            port_hint: None,
+impl SessionRecord {
+    /// A new session of `token` on `node` for unit tests: registered at 1 µs, host 127.0.0.1,
+    /// subprotocol port 1, asked for its port; tests override what they need.
+    pub fn example(token: TokenHash, node: &str) -> Self {
+        Self {
+            session: super::SessionId::new(),
+            node: super::NodeId(node.into()),
+            token,
+            registered_at_us: 1,
+            host: "127.0.0.1".into(),
+            port_hint: Some(1),
             peer: PeerHint::Ask,
-            source: source.map(str::to_owned),
+            source: None,
             host_from: None,
             rejected_host: false,
             version: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(at: u64, source: Option<&str>) -> SessionRecord {
+        SessionRecord {
+            registered_at_us: at,
+            source: source.map(str::to_owned),
+            ..SessionRecord::example(TokenHash([1; 32]), "n")
         }
     }
 

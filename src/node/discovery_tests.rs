@@ -7,10 +7,10 @@ use crate::bus::{Bus, MemoryTransport};
 use crate::hub::{Hub, SessionCmd};
 use crate::memory_broker::MemoryBroker;
 use crate::metrics::{Label, Metrics};
-use crate::model::{NodeId, RpcOutcome, SessionId};
+use crate::model::{NodeId, RpcOutcome};
 use crate::node::remote_cache::RemoteCache;
 use crate::node::{Node, NodeSettings};
-use crate::protocol::{PeerHint, Token};
+use crate::protocol::Token;
 use crate::registry::{MemoryRegistry, Registry};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -82,17 +82,10 @@ impl Cluster {
             .clock_us
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let record = SessionRecord {
-            session: SessionId::new(),
-            node: node.id().clone(),
-            token: *token,
             registered_at_us: at,
             host: format!("10.0.0.{hint}"),
             port_hint: Some(hint),
-            peer: PeerHint::Ask,
-            source: None,
-            host_from: None,
-            rejected_host: false,
-            version: None,
+            ..SessionRecord::example(*token, &node.id().0)
         };
         let (tx, mut rx) = mpsc::channel(8);
         node.register(Arc::new(record.clone()), true, tx)

@@ -393,27 +393,13 @@ impl RemoteCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SessionId;
-    use crate::protocol::PeerHint;
 
     fn record(token: TokenHash) -> SessionRecord {
         on(token, "b")
     }
 
     fn on(token: TokenHash, node: &str) -> SessionRecord {
-        SessionRecord {
-            session: SessionId::new(),
-            node: NodeId(node.into()),
-            token,
-            registered_at_us: 1,
-            host: "127.0.0.1".into(),
-            port_hint: Some(1),
-            peer: PeerHint::Ask,
-            source: None,
-            host_from: None,
-            rejected_host: false,
-            version: None,
-        }
+        SessionRecord::example(token, node)
     }
 
     const TTL: Duration = Duration::from_secs(5);
