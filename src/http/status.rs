@@ -50,7 +50,7 @@ pub async fn status(state: &AppState) -> ClusterStatus {
             id: id.0,
             version: s.version,
             sessions: s.sessions,
-            discovery_rate: (s.discovery_rate * 10.0).round() / 10.0,
+            discovery_rate: tenths(s.discovery_rate),
             draining: s.draining,
         })
         .collect();
@@ -59,12 +59,16 @@ pub async fn status(state: &AppState) -> ClusterStatus {
         node: state.node.id().0.clone(),
         nodes: per_node.len(),
         sessions: per_node.iter().map(|n| n.sessions).sum(),
-        discovery_rate: (per_node.iter().map(|n| n.discovery_rate).sum::<f64>() * 10.0).round()
-            / 10.0,
+        discovery_rate: tenths(per_node.iter().map(|n| n.discovery_rate).sum()),
         registry_ok: view.registry_ok,
         untrusted_proxies: state.untrusted.status().suspects,
         per_node,
     }
+}
+
+/// A rate as shown: to a tenth.
+fn tenths(rate: f64) -> f64 {
+    (rate * 10.0).round() / 10.0
 }
 
 /// Whether the request asks for JSON by name and not for HTML.
