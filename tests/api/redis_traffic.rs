@@ -359,3 +359,38 @@ async fn registration_notices_reach_only_holders_and_readers_on_a_cluster() {
         .unwrap();
     notices_reach_only_holders_and_readers(&cluster.hostie_url()).await;
 }
+
+/// docs/redis.md, `stats.lua`: a node reads the cluster's figures at most once a second,
+/// whatever the status page's traffic.
+#[tokio::test]
+async fn the_status_page_reads_redis_at_most_once_a_second_whatever_its_traffic() {
+    let redis = RedisServer::start();
+    let pfx = prefix();
+    let nodes = spawn_cluster(1, &redis, &pfx).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("monitor.log");
+    let mut monitor = redis.monitor(&log);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let burst = (0..30).map(|_| nodes[0].get_as("/v0/status", None));
+    for (status, _, _) in futures_util::future::join_all(burst).await {
+        assert_eq!(status, 200);
+    }
+    for _ in 0..30 {
+        assert_eq!(nodes[0].get_as("/", None).await.0, 200);
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let seen = std::fs::read_to_string(&log).unwrap();
+    let reads = seen
+        .lines()
+        .filter(|l| l.contains("\"HGETALL\"") && l.contains(":nodes}:stats"))
+        .count();
+    let allowed = took.as_secs() as usize + 1;
+    assert!(
+        (1..=allowed).contains(&reads),
+        "{reads} reads of the figures for 60 pages in {took:?}"
+    );
+}
