@@ -1,8 +1,8 @@
 //! Fleets of simulated gateways for the benchmark: WebSocket clients that register like
 //! wechaty's `Io` ([`crate::io_client`]: the captured handshake), answer `getHostieGrpcPort`
 //! with their port, ping every `ping` like the real client, and on a close reconnect with the
-//! real client's backoff (1, 3, 9, … ms) to the next address, as a load balancer would send
-//! them. Lean: one task and small buffers per connection, thousands in one process.
+//! real client's backoff (1, 3, 9, … ms) to one of the reconnect addresses picked at random for
+//! each attempt, as a load balancer would send them. Lean: one task and small buffers per connection, thousands in one process.
 //!
 //! The real client pings from a `setInterval` started with its process, not with its
 //! connection: gateways that register in the same second still ping at unrelated moments, and a
@@ -42,7 +42,10 @@ pub struct Fleet {
 pub struct FleetSpec {
     /// Where gateway `i` registers first: `addrs[i % len]`.
     pub addrs: Vec<SocketAddr>,
-    /// Where it reconnects after a close (empty: `addrs`), spread like a load balancer would.
+    /// Where it reconnects after a close (empty: `addrs`): one picked at random for each
+    /// attempt, as kube-proxy picks a Service endpoint. (Walking the list in turn, as this did
+    /// before, put every refused gateway on the same next address: behind a run of full nodes
+    /// they all queued for the first one with room, one backoff period per full node.)
     pub reconnect_to: Vec<SocketAddr>,
     pub prefix: String,
     pub from: usize,
@@ -138,7 +141,7 @@ pub fn start(spec: FleetSpec, stop: CancellationToken) -> Fleet {
             let mut tries = 0usize;
             while !stop.is_cancelled() {
                 let target = if registered_before && !spec.reconnect_to.is_empty() {
-                    spec.reconnect_to[(i + tries) % spec.reconnect_to.len()]
+                    spec.reconnect_to[fastrand::usize(..spec.reconnect_to.len())]
                 } else {
                     spec.addrs[(i + tries) % spec.addrs.len()]
                 };
