@@ -17,8 +17,9 @@
 //! 3. **Storms** at the largest size: every gateway disconnecting, then connecting at once
 //!    (Redis CPU per release and per registration, memory per session); `FLUSHALL`; Redis
 //!    restarted empty; one node killed (its gateways reconnect through nginx with the real
-//!    client's backoff) with discoveries on the survivors meanwhile; a rolling restart of every
-//!    node with drain, discoveries through nginx meanwhile.
+//!    client's backoff) with discoveries on the survivors meanwhile; a rolling update of every
+//!    node with drain as the chart runs it (a new node first), discoveries through nginx and
+//!    straight to the nodes meanwhile.
 //! 4. The same growth (2 and 4 nodes) and connect storm on a 3-shard Cluster, per shard.
 //!
 //! A wrong answer fails the run (a 404 or a non-200 for a gateway that stayed connected, an
@@ -232,6 +233,12 @@ struct Rig {
     label: &'static str,
     url: String,
     ports: Vec<(u16, u16)>,
+    /// The ports of the rolling update's surge node: a new node started before the first
+    /// drain, as the chart's `updateStrategy` (maxSurge 1, maxUnavailable 0) does. In nginx's
+    /// upstream list and the gateways' reconnect lists from the start, refusing until then.
+    spare: (u16, u16),
+    /// How long a new node is ready before the next drain (the chart's `minReadySeconds`).
+    min_ready: Duration,
     nodes: Vec<Option<Hostie>>,
     base_rss: Vec<u64>,
     workers: Vec<Vec<Worker>>,
@@ -274,7 +281,14 @@ impl Rig {
         let ports: Vec<(u16, u16)> = (0..max_nodes)
             .map(|_| (reserved_port(), reserved_port()))
             .collect();
-        let lb = Nginx::start(&ports.iter().map(|p| public(p.0)).collect::<Vec<_>>());
+        let spare = (reserved_port(), reserved_port());
+        let lb = Nginx::start(
+            &ports
+                .iter()
+                .chain([&spare])
+                .map(|p| public(p.0))
+                .collect::<Vec<_>>(),
+        );
         let spread = if plan.smoke { "500ms" } else { "5s" };
         Self {
             url: topology.url(),
@@ -285,6 +299,12 @@ impl Rig {
             base_rss: vec![0; max_nodes],
             workers: (0..max_nodes).map(|_| Vec::new()).collect(),
             ports,
+            spare,
+            min_ready: if plan.smoke {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(5)
+            },
             lb,
             per_node: plan.per_node,
             empty_node_cpu: Vec::new(),
@@ -317,19 +337,18 @@ impl Rig {
     }
 
     async fn start_node(&mut self, k: usize) {
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let node = Hostie::spawn_binary(
-            &self.binary,
-            &self.url,
-            "bench",
-            &format!("n{k}"),
-            &extra,
-            Some(self.ports[k]),
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let node = self.spawn_node(self.ports[k], &format!("n{k}")).await;
         self.base_rss[k] = node.rss_kib();
         self.nodes[k] = Some(node);
+    }
+
+    /// A node named `name` on `ports`, ready and settled for 300 ms when returned.
+    async fn spawn_node(&self, ports: (u16, u16), name: &str) -> Hostie {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let node =
+            Hostie::spawn_binary(&self.binary, &self.url, "bench", name, &extra, Some(ports)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        node
     }
 
     /// Measures Redis with no node (its own housekeeping: `serverCron`, ≈ 0.2 % of a core),
@@ -367,14 +386,18 @@ impl Rig {
     }
 
     /// Node `k`'s gateways: registered at node `k`; after a close, the last node's go through
-    /// nginx (the node-kill storm), the others to the nodes in turn, as a load balancer would
-    /// send them (nginx holds two sockets per proxied session, and one process ≈ 19,900).
+    /// nginx (the node-kill storm), the others to the nodes in turn (the surge node's ports
+    /// among them), as a load balancer would send them (nginx holds two sockets per proxied session, and one process ≈ 19,900).
     fn spawn_gateways(&mut self, k: usize) {
         let last = self.nodes.len() - 1;
         let reconnect: Vec<SocketAddr> = if k == last {
             vec![self.lb.addr]
         } else {
-            self.ports.iter().map(|p| public(p.0)).collect()
+            self.ports
+                .iter()
+                .chain([&self.spare])
+                .map(|p| public(p.0))
+                .collect()
         };
         let addrs = [public(self.ports[k].0)];
         let prefix = format!("s{k}");
@@ -1315,9 +1338,18 @@ async fn node_kill(rig: &mut Rig, plan: &Plan, table: &mut Table, wrong: &mut Ve
     rig.start_node(victim).await;
 }
 
-/// Every node drained (SIGTERM) and started again on its ports, one after the other, with
-/// discoveries of every token through nginx meanwhile: none past the deadline; the 404s are
+/// A rolling update of every node as the chart runs it (`updateStrategy`: maxSurge 1,
+/// maxUnavailable 0; `minReadySeconds`): a new node starts first (on the spare ports) and is
+/// ready for `min_ready`, then an old one is drained (SIGTERM) and started again on its ports,
+/// which makes it the next step's new node; the last old node is drained and not started
+/// again, the surge node taking its place. So every drain happens with as many nodes up as
+/// before it, and its gateways find the room a new node has. Discoveries of every token
+/// through nginx and straight to the nodes up meanwhile: none past the deadline; the 404s are
 /// counted (a gateway between its sessions is not registered anywhere).
+///
+/// Restarting in place without the surge (as this bench did before) leaves the survivors of
+/// each drain with the whole cluster's sessions: at 8 × 17,000 against `--max-sessions 19500`,
+/// 99.6 % full, and the gateways' refused reconnects back off for minutes.
 async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<String>) {
     let tokens = rig.all_tokens();
     let paths: Vec<String> = {
@@ -1369,7 +1401,16 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
             *counted.entry(key).or_default() -= v;
         }
     }
-    for k in rig.live() {
+    let old = rig.live();
+    let last = *old.last().expect("a live node");
+    // The surge node, named and listed after the others; it takes the last old node's place.
+    let surge_slot = rig.nodes.len();
+    let surge = rig.spawn_node(rig.spare, &format!("n{surge_slot}")).await;
+    up.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((surge_slot, surge.http));
+    tokio::time::sleep(rig.min_ready).await;
+    for &k in &old {
         // Out of the direct load's targets before its drain: its one-second rounds that
         // began with it end first.
         up.lock()
@@ -1391,14 +1432,69 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
         }
         drains.push(t0.elapsed().as_secs_f64());
         rig.nodes[k] = None;
+        if k == last {
+            break;
+        }
         rig.start_node(k).await;
         up.lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((k, rig.node(k).http));
+        tokio::time::sleep(rig.min_ready).await;
     }
-    let all = rig
-        .wait_connected(tokens.len(), Duration::from_secs(120))
-        .await;
+    // The surge node in the last one's slot, on ports that are now its own.
+    std::mem::swap(&mut rig.ports[last], &mut rig.spare);
+    rig.base_rss[last] = surge.rss_kib();
+    rig.nodes[last] = Some(surge);
+    // Up to 240 s, in steps of 10 s with the count so far (a stall and a slow trickle differ).
+    let waited = Instant::now();
+    let mut all = None;
+    for _ in 0..24 {
+        if rig
+            .wait_connected(tokens.len(), Duration::from_secs(10))
+            .await
+            .is_some()
+        {
+            all = Some(waited.elapsed());
+            break;
+        }
+        eprintln!(
+            "bench: rolling restart: {} of {} gateways connected {:.0} s after the last drain",
+            rig.connected(),
+            tokens.len(),
+            waited.elapsed().as_secs_f64()
+        );
+    }
+    if all.is_none() {
+        // Who is missing (by the node their gateways first registered at), where the others
+        // are, and what the nodes answered the reconnects: why they are not back.
+        let missing: Vec<String> = (0..rig.nodes.len())
+            .map(|k| {
+                let held: usize = rig.workers[k].iter().map(Worker::connected).sum();
+                format!("s{k} {}", rig.per_node.saturating_sub(held))
+            })
+            .collect();
+        let mut sessions = Vec::new();
+        let mut results = std::collections::BTreeMap::new();
+        for k in rig.live() {
+            let c = node_counts(rig.node(k).admin).await;
+            sessions.push(format!(
+                "n{k} {:.0}",
+                c.get("sessions").copied().unwrap_or(0.0)
+            ));
+            add_counts(
+                &mut results,
+                c.into_iter()
+                    .filter(|(k, _)| k.starts_with("registration"))
+                    .collect(),
+            );
+        }
+        eprintln!(
+            "bench: rolling restart: gateways not back after 240 s, by their first node: {}; \
+             sessions per node: {}; the nodes' registration results since their start: {results:?}",
+            missing.join(", "),
+            sessions.join(", ")
+        );
+    }
     let targets: Vec<SocketAddr> = rig.live().iter().map(|k| rig.node(*k).http).collect();
     let rec = until_discoverable(&targets, &tokens, Instant::now(), Duration::from_secs(180)).await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1414,13 +1510,20 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
     let d = direct.await.expect("the load task");
     let lag = lag.stop();
     let (lag_p99, lag_max) = load::LagProbe::summary(&lag);
+    let slow = rig.lb.slow();
     let stalls = format!(
         "the load generator's own wake-ups late by p99 {}, max {}; of the answers past the \
-         deadline, in time but for its stall during them: {} through nginx, {} straight",
+         deadline, in time but for its stall during them: {} through nginx, {} straight; \
+         nginx took ≥ 2 s over {} discoveries: {} of them waiting ≥ 2 s on the nodes (all tries), \
+         {} tried more than one node, nginx's own time beyond the nodes' at most {:.3} s",
         us(lag_p99.as_micros() as u64),
         us(lag_max.as_micros() as u64),
         load::LagProbe::explains(&lag, &r.late, DEADLINE),
         load::LagProbe::explains(&lag, &d.late, DEADLINE),
+        slow.count,
+        slow.upstream,
+        slow.retried,
+        slow.max_own,
     );
     eprintln!("bench: rolling restart: {stalls}");
     // 503 ("unsure, retry") is a right answer while nodes come and go; anything else but a
@@ -1452,12 +1555,13 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
     table.rows.push(vec![
         rig.name().to_owned(),
         format!(
-            "rolling restart of all {} nodes with drain, {} sessions",
+            "rolling update of all {} nodes with drain, a new node first (maxSurge 1, maxUnavailable 0, ready {} s before each drain), {} sessions",
             drains.len(),
+            rig.min_ready.as_secs_f64(),
             tokens.len()
         ),
         format!(
-            "{:.1} s in all, 1.2 s before each drain included (drains {}); every gateway back {} after the last start (waited ≤ 120 s), every token discoverable {} after that ({} missing at the end; {} 404 and {} 503 answers on the way); {reconnects} reconnects so far",
+            "{:.1} s in all, 1.2 s before each drain included (drains {}); every gateway back {} after the last drain (waited ≤ 240 s), every token discoverable {} after that ({} missing at the end; {} 404 and {} 503 answers on the way); {reconnects} reconnects so far",
             started.elapsed().as_secs_f64(),
             drains
                 .iter()
@@ -1493,6 +1597,16 @@ async fn rolling_restart(rig: &mut Rig, table: &mut Table, wrong: &mut Vec<Strin
 /// A node's discoveries so far as its own metrics count them: by outcome, and how many of
 /// them its handler took more than 2.5 s over (the histogram's last bucket below 5 s).
 async fn discovery_counts(admin: SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    node_counts(admin)
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("registration") && k != "sessions")
+        .collect()
+}
+
+/// [`discovery_counts`], its registration attempts by result (`registration {result}`) and
+/// its sessions (`sessions`).
+async fn node_counts(admin: SocketAddr) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(res) = reqwest::get(format!("http://{admin}/metrics")).await else {
         return out;
@@ -1505,6 +1619,10 @@ async fn discovery_counts(admin: SocketAddr) -> std::collections::BTreeMap<Strin
         let value: f64 = value.parse().unwrap_or(0.0);
         let key = if let Some(rest) = series.strip_prefix("hostie_discoveries_total{outcome=\"") {
             rest.trim_end_matches("\"}").to_owned()
+        } else if let Some(rest) = series.strip_prefix("hostie_registrations_total{result=\"") {
+            format!("registration {}", rest.trim_end_matches("\"}"))
+        } else if series == "hostie_sessions" {
+            "sessions".to_owned()
         } else if series.starts_with("hostie_discovery_overruns_total") {
             "handler past the deadline".to_owned()
         } else if series.starts_with("hostie_discovery_duration_seconds_count") {
