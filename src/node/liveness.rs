@@ -6,7 +6,9 @@
 //! hide and sweep the records of peers whose heartbeat ran out. Every `anti_entropy` the records
 //! are re-written anyway (2 commands per session, pipelined). A failed beat, or one that found
 //! this node's entry gone, makes the node distrust the registry's "no session" for a while
-//! (`Node::distrust_registry`).
+//! (`Node::distrust_registry`), and so does every beat that finds a peer unsettled: one whose
+//! entry was gone and that has not yet re-asserted its sessions, however long that takes
+//! (re-asserting 136,000 sessions on 8 nodes has taken longer than the settle time).
 
 use super::Node;
 use crate::telemetry::ErrorChain;
@@ -73,6 +75,10 @@ async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
         state.healthy_since = Some(Instant::now());
         node.mark_dirty();
     }
+    if heartbeat.unsettled > 0 {
+        // A peer's records may still be missing: its re-assertion is under way or failed.
+        node.distrust_registry();
+    }
     node.metrics().peers_alive.set(heartbeat.alive as i64);
     let healthy_since = *state.healthy_since.get_or_insert_with(Instant::now);
     let due = state.last_full.elapsed() >= settings.anti_entropy;
@@ -80,6 +86,7 @@ async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
         match node.reassert_all().await {
             Ok(n) => {
                 state.last_full = Instant::now();
+                registry.set_settled(true);
                 if heartbeat.fresh || recovered || dirty {
                     tracing::info!(
                         sessions = n,
@@ -89,6 +96,7 @@ async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
                 }
             }
             Err(e) => {
+                registry.set_settled(false);
                 tracing::warn!(error = %ErrorChain(&e), "re-assertion failed; retrying next beat");
                 state.healthy_since = None;
                 return;

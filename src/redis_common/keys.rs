@@ -47,6 +47,12 @@ impl Keys {
         format!("{{{}}}:stats", self.nodes())
     }
 
+    /// The nodes re-asserting their sessions after Redis lost data (or whose re-assertion
+    /// failed), written by their heartbeats; in the heartbeats key's slot like `node_stats`.
+    pub fn node_unsettled(&self) -> String {
+        format!("{{{}}}:unsettled", self.nodes())
+    }
+
     /// Written by readiness checks: a write that fails when Redis refuses writes.
     pub fn probe(&self, node: &NodeId) -> String {
         format!("{}:node:{{{}}}:probe", self.prefix, node.0)

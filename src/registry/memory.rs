@@ -169,6 +169,7 @@ impl Registry for MemoryRegistry {
             fresh: false,
             alive: 1,
             dead: Vec::new(),
+            unsettled: 0,
         })
     }
 

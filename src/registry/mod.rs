@@ -107,6 +107,10 @@ pub trait Registry: Send + Sync + 'static {
     /// registry writes it with its next heartbeat, in the same script).
     fn set_stats(&self, node: &NodeId, stats: &NodeStats);
 
+    /// Whether this node's last re-assertion worked (or none was needed): carried by its next
+    /// heartbeats, so that peers keep distrusting "no session" while its records are missing.
+    fn set_settled(&self, _settled: bool) {}
+
     /// Every live node's figures, as its last heartbeat carried them, by node id.
     async fn cluster_stats(&self) -> Result<Vec<(NodeId, NodeStats)>, RegistryError>;
 }
@@ -133,4 +137,7 @@ pub struct Heartbeat {
     pub alive: usize,
     /// Nodes whose heartbeat ran out, to sweep.
     pub dead: Vec<NodeId>,
+    /// Other live nodes whose records may be missing: re-asserting after the registry lost
+    /// data, or their re-assertion failed. While there are any, "no session" is unsure.
+    pub unsettled: usize,
 }

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use redis::{Cmd, Script};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ pub struct RedisRegistry {
     metrics: Arc<Metrics>,
     /// This node's figures (JSON) for its next heartbeats; empty until set.
     stats: Mutex<String>,
+    /// This node holds sessions (from its figures) / its last re-assertion worked: the
+    /// heartbeat script's ARGV[5] and ARGV[6].
+    has_sessions: AtomicBool,
+    settled: AtomicBool,
 }
 
 impl RedisRegistry {
@@ -62,6 +67,8 @@ impl RedisRegistry {
             heartbeat_ttl,
             metrics,
             stats: Mutex::default(),
+            has_sessions: AtomicBool::new(false),
+            settled: AtomicBool::new(true),
         }
     }
 
@@ -289,16 +296,22 @@ impl Registry for RedisRegistry {
 
     async fn heartbeat(&self, node: &NodeId) -> Result<Heartbeat, RegistryError> {
         let (nodes_key, stats_key) = (self.keys.nodes(), self.keys.node_stats());
+        let unsettled_key = self.keys.node_unsettled();
         let ttl_ms = self.heartbeat_ttl.as_millis() as u64;
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let flag = |b: &AtomicBool| if b.load(Ordering::Relaxed) { "1" } else { "0" };
+        let (has_sessions, settled) = (flag(&self.has_sessions), flag(&self.settled));
         let beat = self.run(RedisOp::Heartbeat, |mut conn| async move {
             HEARTBEAT
                 .key(nodes_key)
                 .key(stats_key)
+                .key(unsettled_key)
                 .arg(&node.0)
                 .arg(ttl_ms)
                 .arg(DEAD_PER_BEAT)
                 .arg(stats)
+                .arg(has_sessions)
+                .arg(settled)
                 .invoke_async::<Vec<redis::Value>>(&mut conn)
                 .await
         });
@@ -328,20 +341,27 @@ impl Registry for RedisRegistry {
         };
         let dead: Vec<NodeId> = reply
             .iter()
-            .skip(2)
+            .skip(3)
             .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
             .map(NodeId)
             .collect();
         Ok(Heartbeat {
             fresh: int(reply.first()) == 1 || moved,
             alive: int(reply.get(1)).max(0) as usize,
+            unsettled: int(reply.get(2)).max(0) as usize,
             dead,
         })
     }
 
     fn set_stats(&self, _node: &NodeId, stats: &NodeStats) {
+        self.has_sessions
+            .store(stats.sessions > 0, Ordering::Relaxed);
         let json = serde_json::to_string(stats).expect("figures of strings and numbers serialize");
         *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = json;
+    }
+
+    fn set_settled(&self, settled: bool) {
+        self.settled.store(settled, Ordering::Relaxed);
     }
 
     async fn cluster_stats(&self) -> Result<Vec<(NodeId, NodeStats)>, RegistryError> {

@@ -286,6 +286,74 @@ async fn dead_nodes_on(redis: Store) {
 }
 
 #[tokio::test]
+async fn a_peer_is_unsettled_from_a_lost_entry_until_its_reassertion_worked() {
+    init();
+    unsettled_on(Store::One(RedisServer::start())).await;
+}
+
+#[tokio::test]
+async fn a_peer_is_unsettled_on_a_cluster_too() {
+    init();
+    unsettled_on(Store::Cluster(RedisCluster::start(3, 0))).await;
+}
+
+/// Peers distrust "no session" while a node's records may be missing: from the beat that found
+/// its entry gone (Redis lost data) until its first beat after a re-assertion that worked.
+async fn unsettled_on(redis: Store) {
+    let ttl = Duration::from_millis(300);
+    let (a, b) = (
+        redis_registry(&redis, "a", Duration::from_secs(60)),
+        redis_registry(&redis, "b", ttl),
+    );
+    let (a_id, b_id) = (NodeId("a".into()), NodeId("b".into()));
+    let holding = |sessions| hostie::registry::NodeStats {
+        sessions,
+        ..Default::default()
+    };
+    a.heartbeat(&a_id).await.unwrap();
+    a.set_stats(&a_id, &holding(5));
+    b.set_stats(&b_id, &holding(3));
+    assert!(b.heartbeat(&b_id).await.unwrap().fresh);
+    assert_eq!(
+        a.heartbeat(&a_id).await.unwrap().unsettled,
+        1,
+        "b found its entry gone"
+    );
+    assert_eq!(
+        b.heartbeat(&b_id).await.unwrap().unsettled,
+        0,
+        "never itself"
+    );
+    // b's next beat after a re-assertion that worked (set_settled(true) is the default).
+    assert_eq!(a.heartbeat(&a_id).await.unwrap().unsettled, 0);
+
+    b.set_settled(false);
+    b.heartbeat(&b_id).await.unwrap();
+    assert_eq!(
+        a.heartbeat(&a_id).await.unwrap().unsettled,
+        1,
+        "its re-assertion failed"
+    );
+    b.set_settled(true);
+    b.heartbeat(&b_id).await.unwrap();
+    assert_eq!(a.heartbeat(&a_id).await.unwrap().unsettled, 0);
+
+    // A node without sessions has nothing to re-assert: starting one unsettles nobody.
+    let c = redis_registry(&redis, "c", ttl);
+    let c_id = NodeId("c".into());
+    c.set_stats(&c_id, &holding(0));
+    assert!(c.heartbeat(&c_id).await.unwrap().fresh);
+    assert_eq!(a.heartbeat(&a_id).await.unwrap().unsettled, 0);
+
+    // Unsettled, then dead: no longer waited for once its entry ran out.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(b.heartbeat(&b_id).await.unwrap().fresh, "b's entry ran out");
+    assert_eq!(a.heartbeat(&a_id).await.unwrap().unsettled, 1);
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(a.heartbeat(&a_id).await.unwrap().unsettled, 0, "b is dead");
+}
+
+#[tokio::test]
 async fn redis_down_is_an_error_not_an_empty_answer() {
     init();
     let mut store = Store::One(RedisServer::start());
