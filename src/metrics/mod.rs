@@ -37,6 +37,7 @@ pub struct Metrics {
     pub limits: IntCounterVec,
     pub drain_seconds: Histogram,
     pub peers_alive: IntGauge,
+    pub peers_unsettled: IntGauge,
     pub bus_requests: IntCounterVec,
     pub bus_seconds: Histogram,
     pub bus_replies: IntCounter,
@@ -180,6 +181,16 @@ impl Metrics {
                 IntGauge::new(
                     "hostie_peers_alive",
                     "Nodes whose heartbeat is current, this one included (cluster mode).",
+                )
+                .expect("static metric definition"),
+            ),
+            peers_unsettled: register(
+                &registry,
+                IntGauge::new(
+                    "hostie_peers_unsettled",
+                    "Other live nodes whose records may be missing from Redis (re-asserting \
+                     after Redis lost data, or failing to): while above 0, a token with no \
+                     session found is answered 503, not 404 (cluster mode).",
                 )
                 .expect("static metric definition"),
             ),

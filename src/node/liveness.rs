@@ -80,6 +80,9 @@ async fn beat(node: &Node, settings: LivenessSettings, state: &mut State) {
         node.distrust_registry();
     }
     node.metrics().peers_alive.set(heartbeat.alive as i64);
+    node.metrics()
+        .peers_unsettled
+        .set(heartbeat.unsettled as i64);
     let healthy_since = *state.healthy_since.get_or_insert_with(Instant::now);
     let due = state.last_full.elapsed() >= settings.anti_entropy;
     if heartbeat.fresh || recovered || dirty || due {

@@ -313,3 +313,64 @@ async fn a_close_that_redis_missed_is_removed_once_redis_answers() {
     .await;
     assert!(settled, "404 once the registry settled");
 }
+
+/// A node that lost its records (FLUSHALL) and cannot write them back (an ACL lets it beat but
+/// not write a token's record) keeps its peers from saying "no session" past the settle time:
+/// 503, never 404, for its live gateway's token and for an unknown one, with
+/// `hostie_peers_unsettled` at 1, until it has re-asserted.
+#[tokio::test]
+async fn peers_wait_for_a_node_that_lost_its_records_until_it_writes_them_back() {
+    let redis = RedisServer::start();
+    let pfx = prefix();
+    let a = spawn_node(cluster_config(&redis, &pfx)).await;
+    let acl = |rules: &[&str]| {
+        let mut args = vec!["ACL", "SETUSER", "b"];
+        args.extend_from_slice(rules);
+        assert_eq!(redis.cli(&args).trim(), "OK", "ACL SETUSER b {rules:?}");
+    };
+    acl(&["on", ">pw", "~*", "&*", "+@all"]);
+    let mut config = cluster_config(&redis, &pfx);
+    config.redis_url = Some(format!("redis://b:pw@127.0.0.1:{}/", redis.port));
+    let b = spawn_node(config).await;
+    let t = token("unsettled");
+    let _gw = Gateway::connect(b.http, GatewayOptions::new(&t, 1234))
+        .await
+        .unwrap();
+    assert_eq!(a.discover(&t).await.1["port"], 1234);
+    let unknown = token("nobody");
+    assert_eq!(a.discover(&unknown).await.0, 404);
+
+    // b may now write its heartbeat and its own keys, not a token's record.
+    let (beats, own) = (format!("~{pfx}:nodes"), format!("~{pfx}:node:*"));
+    let figures = format!("~{{{pfx}:nodes}}:*");
+    acl(&["resetkeys", &beats, &figures, &own]);
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            a.metric("hostie_peers_unsettled").await == 1.0
+        })
+        .await,
+        "a sees b unsettled"
+    );
+    // Three settle times (the heartbeat TTL is 1 s here): never a 404.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_ne!(a.discover(&t).await.0, 404, "b's gateway is connected");
+        assert_eq!(
+            a.discover(&unknown).await.0,
+            503,
+            "unsure while b is unsettled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Allowed again: b re-asserts, and "no session" is said again.
+    acl(&["~*"]);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            a.discover(&t).await.1["port"] == 1234 && a.discover(&unknown).await.0 == 404
+        })
+        .await
+    );
+    assert_eq!(a.metric("hostie_peers_unsettled").await, 0.0);
+}

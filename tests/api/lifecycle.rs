@@ -56,6 +56,7 @@ async fn metrics_expose_the_documented_series() {
         "hostie_ready 1",
         "hostie_forwarding_headers_ignored_total 0",
         "hostie_untrusted_proxies 0",
+        "hostie_peers_unsettled 0",
     ] {
         assert!(text.contains(name), "missing {name} in:\n{text}");
     }
