@@ -386,8 +386,9 @@ impl Rig {
     }
 
     /// Node `k`'s gateways: registered at node `k`; after a close, the last node's go through
-    /// nginx (the node-kill storm), the others to the nodes in turn (the surge node's ports
-    /// among them), as a load balancer would send them (nginx holds two sockets per proxied session, and one process ≈ 19,900).
+    /// nginx (the node-kill storm), the others to a node picked at random for each attempt
+    /// (the surge node's ports among them), as a Service would send them (nginx holds two
+    /// sockets per proxied session, and one process ≈ 19,900).
     fn spawn_gateways(&mut self, k: usize) {
         let last = self.nodes.len() - 1;
         let reconnect: Vec<SocketAddr> = if k == last {
