@@ -44,11 +44,10 @@ pub struct RedisRegistry {
     node: NodeId,
     heartbeat_ttl: Duration,
     metrics: Arc<Metrics>,
-    /// This node's figures (JSON) for its next heartbeats; empty until set.
-    stats: Mutex<String>,
-    /// This node holds sessions (from its figures) / its last re-assertion worked: the
-    /// heartbeat script's ARGV[5] and ARGV[6].
-    has_sessions: AtomicBool,
+    /// This node's figures for its next heartbeats (their JSON, and whether it holds sessions:
+    /// ARGV[4] and ARGV[5]); none until set.
+    stats: Mutex<Option<NodeStats>>,
+    /// Whether its last re-assertion worked: the heartbeat script's ARGV[6].
     settled: AtomicBool,
 }
 
@@ -67,7 +66,6 @@ impl RedisRegistry {
             heartbeat_ttl,
             metrics,
             stats: Mutex::default(),
-            has_sessions: AtomicBool::new(false),
             settled: AtomicBool::new(true),
         }
     }
@@ -299,8 +297,12 @@ impl Registry for RedisRegistry {
         let unsettled_key = self.keys.node_unsettled();
         let ttl_ms = self.heartbeat_ttl.as_millis() as u64;
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let flag = |b: &AtomicBool| if b.load(Ordering::Relaxed) { "1" } else { "0" };
-        let (has_sessions, settled) = (flag(&self.has_sessions), flag(&self.settled));
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let has_sessions = flag(stats.as_ref().is_some_and(|s| s.sessions > 0));
+        let settled = flag(self.settled.load(Ordering::Relaxed));
+        let figures = stats.map_or_else(String::new, |s| {
+            serde_json::to_string(&s).expect("figures of strings and numbers serialize")
+        });
         let beat = self.run(RedisOp::Heartbeat, |mut conn| async move {
             HEARTBEAT
                 .key(nodes_key)
@@ -309,7 +311,7 @@ impl Registry for RedisRegistry {
                 .arg(&node.0)
                 .arg(ttl_ms)
                 .arg(DEAD_PER_BEAT)
-                .arg(stats)
+                .arg(figures)
                 .arg(has_sessions)
                 .arg(settled)
                 .invoke_async::<Vec<redis::Value>>(&mut conn)
@@ -354,10 +356,7 @@ impl Registry for RedisRegistry {
     }
 
     fn set_stats(&self, _node: &NodeId, stats: &NodeStats) {
-        self.has_sessions
-            .store(stats.sessions > 0, Ordering::Relaxed);
-        let json = serde_json::to_string(stats).expect("figures of strings and numbers serialize");
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = json;
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats.clone());
     }
 
     fn set_settled(&self, settled: bool) {
